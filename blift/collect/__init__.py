@@ -1,0 +1,1 @@
+"""Collectors: stages whose input is a request table and whose output is items, comments, media."""

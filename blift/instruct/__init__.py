@@ -1,0 +1,1 @@
+"""Instruction records: verbalization and versioned templates."""

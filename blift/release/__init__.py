@@ -1,0 +1,1 @@
+"""Release: Hugging Face layout, dataset card, load_dataset self-check."""

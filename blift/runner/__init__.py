@@ -1,0 +1,1 @@
+"""The runner: maps stages over shards, resumably (local process pool)."""

@@ -1,0 +1,151 @@
+"""The stage contract (DESIGN §3). Stages never import the runner; the runner imports stages.
+
+Three shapes, one per kind of work:
+
+* :class:`Stage` – a pure function of one input shard (cleaning, attributes, instructions).
+  A crashed shard is simply redone.
+* :class:`RecordStage` – per-record work that touches the network or a model (collectors,
+  downloads, captioning). The runner journals every finished record, so a crash or ``kill -9``
+  never fetches a successful record twice, and ``--retry-failed`` redoes only transient errors.
+* :class:`StreamStage` – sources that stream far more rows than fit in memory (dump files) and
+  bucket them into output shards by a hash of the item uid, keeping tables co-partitioned.
+
+Shards are co-partitioned: shard ``part-00003`` of ``items``, ``comments`` and ``media`` are about
+the same items, so a stage reading several tables reads the same shard id of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Protocol
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from blift.errors import ErrorClass
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ShardInput:
+    """One input shard: the same shard id of each input dataset, plus where the run lives."""
+
+    shard_id: str
+    tables: dict[str, pa.Table]
+    run_dir: Path
+
+    def rows(self, dataset: str) -> list[dict[str, Any]]:
+        return self.tables[dataset].to_pylist()
+
+
+@dataclass
+class RecordFailure:
+    """A record that failed; becomes a row of the ``errors`` table."""
+
+    record_key: str
+    error_class: ErrorClass
+    error_type: str
+    message: str
+    attempts: int = 1
+
+
+@dataclass
+class StageResult:
+    """What a stage returns for one shard."""
+
+    tables: dict[str, pa.Table | list[dict[str, Any]]]
+    records_in: int
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # rows of the `dropped` schema
+    errors: list[RecordFailure] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)  # extra stage-specific counts
+
+
+@dataclass
+class RecordOutput:
+    """What a record stage returns for one record: rows per output dataset, and dropped rows."""
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Stage:
+    """A pure shard-to-shard transformation."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when output changes for the same input and config
+    inputs: ClassVar[dict[str, str]]  # dataset -> schema; the first names the shards to run
+    outputs: ClassVar[dict[str, str]]  # dataset -> schema
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    resources: ClassVar[str] = "cpu"  # cpu | io | gpu: how the executor schedules it
+
+    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+
+    def setup(self) -> None:
+        """Load heavy things (models, clients) once per worker process."""
+
+    def process(self, shard: ShardInput) -> StageResult:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for logs (e.g. which backend / device it uses)."""
+        return self.name
+
+
+class RecordStage(Stage):
+    """Per-record stage; the runner drives it record by record and journals each result."""
+
+    resources: ClassVar[str] = "io"
+    key_column: ClassVar[str] = "uid"  # every output row carries its record key in this column
+
+    def records(self, shard: ShardInput) -> list[tuple[str, Any]]:
+        """The shard's records in output order: (key, payload). Keys are unique in a shard."""
+        raise NotImplementedError
+
+    def process_record(self, key: str, payload: Any) -> RecordOutput:
+        """Do one record. Raise a RecordError subclass to classify a failure."""
+        raise NotImplementedError
+
+    def threads(self) -> int:
+        """Records processed concurrently in one worker (I/O-bound stages use >1)."""
+        return int(getattr(self.config, "threads", 1) or 1)
+
+
+class ShardSink(Protocol):
+    """Where a StreamStage writes: rows are appended to (dataset, bucket) shards."""
+
+    def write(self, dataset: str, bucket: int, rows: list[dict[str, Any]]) -> None: ...
+
+    def drop(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def fail(self, failure: RecordFailure) -> None: ...
+
+
+class StreamStage(Stage):
+    """A source that streams its input (e.g. dump files) into ``buckets`` output shards."""
+
+    def buckets(self) -> int:
+        return int(getattr(self.config, "buckets", 8))
+
+    def stream(self, requests: list[dict[str, Any]], sink: ShardSink) -> dict[str, int]:
+        """Stream every request into the sink; return counters (must include ``in``)."""
+        raise NotImplementedError
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

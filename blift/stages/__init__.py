@@ -1,0 +1,1 @@
+"""Processing stages: cleaning, attributes, and (later) scenes, ASR, captions."""

@@ -1,0 +1,91 @@
+"""Reading and writing table shards: Parquet files stamped with their schema, written atomically.
+
+Layout of a run folder: ``<out>/<dataset>/<shard>.parquet``. A dataset is a folder of shards of
+one schema; ``dropped`` and ``errors`` get one sub-folder per stage (``<out>/errors/<stage>/``)
+because several stages write them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from blift import schemas
+from blift.errors import SchemaError
+
+# Deterministic writer settings: same table in, same bytes out (resume must be byte-identical).
+_WRITE_OPTS: dict[str, Any] = {"compression": "zstd", "write_statistics": True, "use_dictionary": True}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size: int | None = None) -> pa.Table:
+    """Conform ``table`` to its schema, validate it and write it atomically. Returns the table written."""
+    schema = schemas.get(schema_name)
+    table = schema.conform(table, where=f"{path}: ")
+    table = table.replace_schema_metadata(schema.arrow.metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, **_WRITE_OPTS)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return table
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]], schema_name: str) -> pa.Table:
+    table = schemas.get(schema_name).from_rows(rows, where=f"{path}: ")
+    return write_shard(path, table, schema_name)
+
+
+def read_shard(path: Path, expected: str | None = None) -> pa.Table:
+    """Read a shard, checking its schema stamp (and that it is ``expected`` when given)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    schema = schemas.schema_of_file_metadata(table.schema.metadata, where=str(path))
+    if expected is not None and schema.name != expected:
+        raise SchemaError(f"{path}: holds table {schema.name!r}, expected {expected!r}")
+    schema.validate(table, where=f"{path}: ")
+    return table
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """Finished shards of a dataset folder, sorted (temporary files are ignored)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_dataset(folder: Path, expected: str | None = None) -> pa.Table:
+    """All shards of a dataset folder as one table (recursing into per-stage sub-folders)."""
+    paths = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    if not paths:
+        if expected is None:
+            raise SchemaError(f"{folder}: no shards")
+        return schemas.get(expected).empty()
+    return pa.concat_tables([read_shard(p, expected) for p in paths])
