@@ -99,6 +99,13 @@ class Stage:
         """One line for logs (e.g. which backend / device it uses)."""
         return self.name
 
+    @classmethod
+    def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Source stages: turn the pipeline file's ``requests:`` entries into ``requests`` rows
+        (``request_id``, ``kind``, ``spec`` as canonical JSON). Raise ConfigError on a bad entry,
+        naming the entry and field. Each row becomes one input shard."""
+        raise NotImplementedError(f"stage {cls.name!r} takes no requests")
+
 
 class RecordStage(Stage):
     """Per-record stage; the runner drives it record by record and journals each result."""
@@ -138,6 +145,11 @@ class StreamStage(Stage):
     def stream(self, requests: list[dict[str, Any]], sink: ShardSink) -> dict[str, int]:
         """Stream every request into the sink; return counters (must include ``in``)."""
         raise NotImplementedError
+
+    def finalize_bucket(self, dataset: str, table: pa.Table) -> pa.Table:
+        """Last pass over one finished bucket (dedupe, sort, derive columns such as depth).
+        Memory is one bucket, so pick enough buckets for the input size."""
+        return table
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:

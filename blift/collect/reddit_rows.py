@@ -1,0 +1,172 @@
+"""Reddit JSON to table rows: one mapping for every source (API, dumps, replays).
+
+Input is the plain ``data`` dict of a ``t3`` (submission) or ``t1`` (comment) as Reddit's API
+and the Pushshift / Arctic-Shift dumps both give it. Author names are hashed here and never
+leave this module in clear; the whole dict is kept (compressed, authors scrubbed) in ``raw``.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from blift.errors import InvalidRecord
+from blift.ids import author_hash, author_kind, pack_raw, utc_from_epoch
+
+REDDIT = "https://www.reddit.com"
+IMAGE_HOSTS = {"i.redd.it", "i.imgur.com", "preview.redd.it", "i.reddituploads.com"}
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+VIDEO_EXTS = (".gifv", ".mp4", ".webm", ".mov")
+
+
+def _int(data: dict[str, Any], field: str, where: str) -> int | None:
+    value = data.get(field)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidRecord(f"{where}: field {field!r}: expected an integer, got {value!r:.60}") from None
+
+
+def _float(data: dict[str, Any], field: str, where: str) -> float | None:
+    value = data.get(field)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidRecord(f"{where}: field {field!r}: expected a number, got {value!r:.60}") from None
+
+
+def _time(data: dict[str, Any], field: str, where: str) -> datetime | None:
+    try:
+        return utc_from_epoch(data.get(field))
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise InvalidRecord(f"{where}: field {field!r}: expected epoch seconds, got {data.get(field)!r:.60}") from None
+
+
+def _text(value: Any) -> str | None:
+    """Text as valid UTF-8: lone surrogates (seen in old dumps) become U+FFFD instead of failing writes."""
+    if value is None:
+        return None
+    text = str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _strip_prefix(thing_id: str | None) -> str | None:
+    if not thing_id:
+        return None
+    return thing_id.split("_", 1)[1] if "_" in thing_id[:3] else thing_id
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def classify_media(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """(media_kind, media_urls) of a submission: image, gallery, video, text, link or other."""
+    if data.get("is_gallery") or data.get("gallery_data"):
+        meta = data.get("media_metadata") or {}
+        order = [g.get("media_id") for g in (data.get("gallery_data") or {}).get("items", [])] or list(meta)
+        urls = []
+        for media_id in order:
+            entry = meta.get(media_id) or {}
+            if entry.get("status", "valid") != "valid" or entry.get("e", "Image") not in ("Image", "AnimatedImage"):
+                continue
+            source = entry.get("s") or {}
+            url = source.get("u") or source.get("gif")
+            if url:
+                urls.append(html.unescape(url))
+        return ("gallery", urls) if urls else ("other", [])
+    url = html.unescape(data.get("url_overridden_by_dest") or data.get("url") or "")
+    parts = urlsplit(url)
+    path = parts.path.lower()
+    if data.get("is_video") or data.get("post_hint") in ("hosted:video", "rich:video") or path.endswith(VIDEO_EXTS):
+        return "video", [url] if url else []
+    if data.get("is_self"):
+        return "text", []
+    if data.get("post_hint") == "image" or path.endswith(IMAGE_EXTS) or (
+        parts.hostname in IMAGE_HOSTS and not path.endswith(VIDEO_EXTS)
+    ):
+        return "image", [url]
+    return ("link", [url]) if url else ("other", [])
+
+
+def item_row(data: dict[str, Any], *, source: str, collected_at: datetime) -> dict[str, Any]:
+    """An ``items`` row from a submission dict. Raises InvalidRecord naming the bad field."""
+    item_id = _strip_prefix(data.get("id") or data.get("name"))
+    where = f"submission {item_id or '?'}"
+    if not item_id:
+        raise InvalidRecord("submission: field 'id' is missing")
+    kind, urls = classify_media(data)
+    permalink = data.get("permalink")
+    if permalink and permalink.startswith("/"):
+        permalink = REDDIT + permalink
+    subreddit = data.get("subreddit")
+    if isinstance(subreddit, dict):  # some dumps nest it
+        subreddit = subreddit.get("display_name")
+    return {
+        "uid": f"reddit:{item_id}",
+        "platform": "reddit",
+        "item_id": item_id,
+        "source": source,
+        "url": _text(data.get("url")),
+        "permalink": _text(permalink),
+        "title": _text(data.get("title")),
+        "text": _text(data.get("selftext")),
+        "community": _text(subreddit),
+        "author_hash": author_hash(data.get("author")),
+        "created_at": _time(data, "created_utc", where),
+        "collected_at": collected_at,
+        "media_kind": kind,
+        "media_urls": urls,
+        "post_hint": data.get("post_hint"),
+        "flair": _text(data.get("link_flair_text")),
+        "over_18": _bool(data.get("over_18")),
+        "spoiler": _bool(data.get("spoiler")),
+        "license": None,
+        "score": _int(data, "score", where),
+        "upvote_ratio": _float(data, "upvote_ratio", where),
+        "num_comments": _int(data, "num_comments", where),
+        "view_count": None,
+        "like_count": None,
+        "comment_count": None,
+        "subscriber_count": _int(data, "subreddit_subscribers", where),
+        "heatmap": None,
+        "raw": pack_raw(data),
+    }
+
+
+def comment_row(data: dict[str, Any], *, depth: int, collected_at: datetime, uid: str | None = None) -> dict[str, Any]:
+    """A ``comments`` row from a comment dict; ``uid`` defaults to the one its link_id names."""
+    comment_id = _strip_prefix(data.get("id") or data.get("name"))
+    where = f"comment {comment_id or '?'}"
+    if not comment_id:
+        raise InvalidRecord("comment: field 'id' is missing")
+    if uid is None:
+        link = _strip_prefix(data.get("link_id"))
+        if not link:
+            raise InvalidRecord(f"{where}: field 'link_id' is missing")
+        uid = f"reddit:{link}"
+    parent = data.get("parent_id")
+    return {
+        "uid": uid,
+        "platform": "reddit",
+        "comment_id": comment_id,
+        "parent_id": _strip_prefix(parent) if parent and str(parent).startswith("t1_") else None,
+        "depth": depth,
+        "text": _text(data.get("body")),
+        "score": _int(data, "score", where),
+        "like_count": None,
+        "author_hash": author_hash(data.get("author")),
+        "author_kind": author_kind(data.get("author")),
+        "created_at": _time(data, "created_utc", where),
+        "is_submitter": _bool(data.get("is_submitter")),
+        "distinguished": data.get("distinguished"),
+        "stickied": _bool(data.get("stickied")),
+        "collected_at": collected_at,
+        "raw": pack_raw(data, drop_keys=("replies",)),
+    }
