@@ -1,0 +1,204 @@
+"""The ``blift`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+from blift import __version__
+from blift.errors import BliftError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, release and use BLIFT-style datasets.")
+err = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("blift").setLevel(level)
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def version() -> None:
+    """Print the blift version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default: the pipeline's `out`, else runs/<name>)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes per stage"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="redo records whose error was transient"),
+    stage: list[str] = typer.Option([], "--stage", help="run only these stages (repeatable)"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bars (default: on a TTY)"),
+    no_release: bool = typer.Option(False, "--no-release", help="skip the pipeline's release step"),
+) -> None:
+    """Run a pipeline; finished shards are skipped, so rerunning resumes."""
+    from blift.runner.run import RunOptions, run_pipeline
+    from blift.runner.stats import print_stats
+
+    opts = RunOptions(out=out, workers=workers, dry_run=dry_run, retry_failed=retry_failed, progress=progress)
+    try:
+        report = run_pipeline(pipeline, opts, only=stage or None)
+    except BliftError as exc:
+        _fail(exc)
+    if dry_run:
+        for plan in report.plans:
+            state = "waits for its input" if plan.waiting else f"{len(plan.todo)} to run, {len(plan.skipped)} done"
+            typer.echo(f"{plan.stage:<18} {len(plan.shards)} shard(s): {state}")
+        return
+    print_stats(report.stats, Console())
+    typer.echo(f"run folder: {report.run_dir}\nstats: {report.run_dir / 'stats.json'}")
+    from blift.config import load_pipeline
+
+    spec = load_pipeline(pipeline)
+    if spec.release and not no_release and not stage:
+        rel_out = Path(spec.release.out)
+        if not rel_out.is_absolute():
+            rel_out = (report.run_dir / rel_out) if not out else out / rel_out
+        _do_release(report.run_dir, rel_out, spec.release.configs, spec.release.max_shard_bytes, check=True)
+    if report.failed:
+        err.print(f"[yellow]{len(report.failed)} shard(s) failed; rerun the same command to retry them[/]")
+        raise typer.Exit(1)
+
+
+@app.command("stage")
+def stage_cmd(
+    name: str = typer.Argument(..., help="stage name, e.g. clean"),
+    out: Path = typer.Option(..., "--out", help="run folder holding the stage's inputs"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with the stage config"),
+    set_: list[str] = typer.Option([], "--set", help="config override key=value (value parsed as YAML)"),
+    request: list[str] = typer.Option([], "--request", help="a request for a source stage, as YAML/JSON (repeatable)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1),
+    retry_failed: bool = typer.Option(False, "--retry-failed"),
+) -> None:
+    """Run one stage alone on an existing run folder."""
+    from blift.config import StageEntry
+    from blift.runner.progress import make_reporter
+    from blift.runner.run import RunOptions, run_stage
+    from blift.runner.stats import print_stats, write_stats
+
+    try:
+        cfg = yaml.safe_load(config.read_text()) if config else {}
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{config}: expected a mapping of config fields")
+        for item in set_:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item!r}: expected key=value")
+            cfg[key] = yaml.safe_load(value)
+        requests = [yaml.safe_load(r) for r in request] or None
+        entry = StageEntry(stage=name, config=cfg, requests=requests, workers=workers)
+        reporter = make_reporter(None)
+        try:
+            _, stats, failures = run_stage(entry, out.resolve(), Path.cwd(), {}, RunOptions(workers=workers, retry_failed=retry_failed),
+                                           reporter, f"stage {name}")
+        finally:
+            reporter.close()
+    except BliftError as exc:
+        _fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    print_stats(write_stats(out.resolve(), f"stage {name}", {name: stats}), Console())
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(run_dir: Path = typer.Argument(..., help="run folder"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a run's statistics: records in/out, dropped by reason, errors by class."""
+    from blift.runner.stats import print_stats, read_stats
+
+    if not run_dir.is_dir():
+        _fail(ConfigError(f"{run_dir}: not a run folder"))
+    data = read_stats(run_dir)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_stats(data, Console())
+
+
+@app.command()
+def validate(folder: Path = typer.Argument(..., help="run or release folder")) -> None:
+    """Check every shard in a folder against schemas/ (name, version, types, non-null columns)."""
+    from blift.tables import read_shard
+
+    paths = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith(".") and "_blift" not in p.parts)
+    if not paths:
+        _fail(ConfigError(f"{folder}: no Parquet shards found"))
+    bad = 0
+    for path in paths:
+        try:
+            read_shard(path)
+        except BliftError as exc:
+            bad += 1
+            err.print(f"[red]invalid[/] {exc}", highlight=False)
+    typer.echo(f"{len(paths) - bad} valid, {bad} invalid shard(s) in {folder}")
+    if bad:
+        raise typer.Exit(1)
+
+
+def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool) -> None:
+    from blift.release.writer import release as do_release
+
+    try:
+        report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check)
+    except BliftError as exc:
+        _fail(exc)
+    typer.echo(f"release: {report.out_dir}")
+    for line in report.summary_lines():
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def release(
+    run_dir: Path = typer.Argument(..., help="run folder"),
+    out: Path = typer.Argument(..., help="release folder (replaced atomically)"),
+    config: list[str] = typer.Option([], "--config", help="release config=run dataset (repeatable)"),
+    max_shard_bytes: int = typer.Option(500_000_000, "--max-shard-bytes", min=1),
+    check: bool = typer.Option(True, "--check/--no-check", help="load the result with datasets.load_dataset"),
+) -> None:
+    """Write the Hugging Face layout (data/<config>/<split>-0000i-of-0000N.parquet + README.md)."""
+    configs = None
+    if config:
+        configs = {}
+        for item in config:
+            name, sep, dataset = item.partition("=")
+            if not sep:
+                _fail(ConfigError(f"--config {item!r}: expected name=dataset"))
+            configs[name] = dataset
+    _do_release(run_dir, out, configs, max_shard_bytes, check)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,163 @@
+"""Pipeline files: YAML naming the stages in order with their parameters.
+
+Every mistake is reported as ``<file>: <where>: <what was expected>``, e.g.
+``pipelines/x.yaml: stages[3] (clean) config: field 'min_wrds': unknown field; known fields: ...``.
+Paths inside a pipeline file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blift.errors import ConfigError
+from blift.ids import config_hash
+from blift.registry import load_stage
+from blift.stage import Stage
+
+
+class StageEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(description="registered stage name, e.g. reddit.collect")
+    config: dict[str, Any] = Field(default_factory=dict, description="the stage's typed config")
+    requests: list[dict[str, Any]] | None = Field(default=None, description="what a source stage collects")
+    inputs: dict[str, str] = Field(default_factory=dict, description="rename input datasets: declared -> folder")
+    outputs: dict[str, str] = Field(default_factory=dict, description="rename output datasets: declared -> folder")
+    workers: int | None = Field(default=None, ge=1, description="worker processes for this stage")
+
+
+class ReplaySpec(BaseModel):
+    """Serve recorded platform data on loopback for the run (the bundled sample uses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reddit: str | None = Field(default=None, description="folder of recorded Reddit posts and media")
+    port: int = Field(default=0, ge=0, le=65535, description="fixed port keeps URLs (and so outputs) stable")
+
+
+class ReleaseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    out: str = Field(description="release folder")
+    configs: dict[str, str] | None = Field(default=None, description="release config -> run dataset")
+    max_shard_bytes: int = Field(default=500_000_000, gt=0)
+
+
+class Pipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    out: str | None = Field(default=None, description="run folder (default runs/<name>)")
+    replay: ReplaySpec | None = None
+    stages: list[StageEntry]
+    release: ReleaseSpec | None = None
+
+
+def _format_validation(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][-1])
+            known = sorted(model.model_fields) if len(err["loc"]) == 1 else []
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"{prefix}field {loc!r}: unknown field{hint}" + (f"; known fields: {', '.join(known)}" if known else ""))
+        elif err["type"] == "missing":
+            lines.append(f"{prefix}field {loc!r}: required but missing")
+        else:
+            lines.append(f"{prefix}field {loc!r}: {err['msg']} (got {err.get('input')!r:.60})")
+    return "\n".join(lines)
+
+
+def validate_stage_config(stage_cls: type[Stage], config: dict[str, Any], where: str) -> BaseModel:
+    try:
+        return stage_cls.Config.model_validate(config)
+    except ValidationError as exc:
+        msg = _format_validation(exc, f"{where}: ", stage_cls.Config)
+        known = ", ".join(sorted(stage_cls.Config.model_fields))
+        raise ConfigError(f"{msg}\n  known fields of {stage_cls.name!r}: {known}") from None
+
+
+_VAR = re.compile(r"\$\{([a-z_.]+)\}")
+
+
+def substitute(obj: Any, variables: dict[str, str], where: str) -> Any:
+    """Replace ``${name}`` in config strings (e.g. ``${replay.reddit}`` for the replay server URL)."""
+    if isinstance(obj, str):
+        def repl(m: re.Match[str]) -> str:
+            if m.group(1) not in variables:
+                raise ConfigError(f"{where}: unknown variable ${{{m.group(1)}}}; known: {sorted(variables)}")
+            return variables[m.group(1)]
+        return _VAR.sub(repl, obj)
+    if isinstance(obj, dict):
+        return {k: substitute(v, variables, where) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [substitute(v, variables, where) for v in obj]
+    return obj
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """Parse and validate a pipeline file, including every stage's config."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pipeline file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'name' and 'stages', got {type(data).__name__}")
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, f"{path}: ", Pipeline)) from None
+    for i, entry in enumerate(pipeline.stages):
+        where = f"{path}: stages[{i}] ({entry.stage})"
+        try:
+            cls = load_stage(entry.stage)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        # Variables are filled at run time; validate with placeholders so types still get checked.
+        validate_stage_config(cls, substitute(entry.config, _placeholders(pipeline), where), f"{where} config")
+        for side, declared in (("inputs", cls.inputs), ("outputs", cls.outputs)):
+            bad = set(getattr(entry, side)) - set(declared)
+            if bad:
+                raise ConfigError(f"{where}: {side}: unknown dataset(s) {sorted(bad)}; this stage has {sorted(declared)}")
+        if "requests" in cls.inputs and not entry.requests:
+            raise ConfigError(f"{where}: field 'requests': this source stage needs a non-empty 'requests' list")
+        if entry.requests and "requests" not in cls.inputs:
+            raise ConfigError(f"{where}: field 'requests': stage {entry.stage!r} takes no requests")
+        if entry.requests:
+            try:
+                cls.expand_requests(resolve_paths(entry.requests, path.parent))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: requests: {exc}") from None
+    return pipeline
+
+
+def _placeholders(pipeline: Pipeline) -> dict[str, str]:
+    return {"replay.reddit": "http://127.0.0.1:1"} if pipeline.replay and pipeline.replay.reddit else {}
+
+
+def resolve_paths(specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
+    """Relative file paths in request specs (``submissions``, ``comments``, ``paths``) are relative
+    to the pipeline file."""
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        for key in ("submissions", "comments", "paths", "files"):
+            if key in spec and isinstance(spec[key], list):
+                spec[key] = [str(p) if Path(str(p)).is_absolute() else str((base / str(p)).resolve()) for p in spec[key]]
+        out.append(spec)
+    return out
+
+
+def stage_config_hash(stage_cls: type[Stage], config: BaseModel) -> str:
+    return config_hash({"stage": stage_cls.name, "version": stage_cls.version, "config": config.model_dump(mode="json")})

@@ -1,0 +1,235 @@
+"""Run a pipeline (or one stage) over a run folder, resumably.
+
+For each stage: list its input shards, skip those whose manifest matches (same stage version,
+config hash and input fingerprints), run the rest on the executor, then merge the manifests
+into ``stats.json``. Nothing here knows what a stage does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from blift import tables
+from blift.config import Pipeline, StageEntry, load_pipeline, resolve_paths, stage_config_hash, substitute, validate_stage_config
+from blift.errors import ConfigError
+from blift.registry import load_stage
+from blift.runner import layout
+from blift.runner.local import LocalExecutor, ShardFailure
+from blift.runner.manifest import file_fingerprint, matches, read_manifest, write_manifest
+from blift.runner.progress import Reporter, make_reporter
+from blift.runner.stats import stage_stats, write_stats
+from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, output_files
+from blift.stage import Stage, StreamStage
+
+log = logging.getLogger("blift.runner")
+
+STREAM_SHARD = "_stream"
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None
+    workers: int | None = None
+    dry_run: bool = False
+    retry_failed: bool = False
+    progress: bool | None = None  # None: rich bars on a TTY, log lines otherwise
+    max_attempts: int = 3
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    shards: list[str]
+    todo: list[ShardTask]
+    skipped: list[str]
+    waiting: bool = False  # inputs not produced yet (dry run of a fresh pipeline)
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    stats: dict[str, Any]
+    plans: list[StagePlan] = field(default_factory=list)
+    failed: list[tuple[str, ShardFailure]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def replay_servers(pipeline: Pipeline, base: Path) -> Iterator[dict[str, str]]:
+    """Start the loopback replay servers a pipeline asks for; yield the ``${...}`` variables."""
+    variables: dict[str, str] = {}
+    if not pipeline.replay or not pipeline.replay.reddit:
+        yield variables
+        return
+    from blift.replay.reddit_api import ReplayServer
+
+    root = (base / pipeline.replay.reddit).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"replay.reddit: folder {root} does not exist")
+    server = ReplayServer(root, port=pipeline.replay.port)
+    server.start()
+    try:
+        variables["replay.reddit"] = server.url
+        log.info("replaying recorded Reddit data from %s at %s", root, server.url)
+        yield variables
+    finally:
+        server.stop()
+
+
+def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: Path, base: Path) -> list[str]:
+    """One shard per request, named by the request's content hash (same request, same shard)."""
+    rows = stage_cls.expand_requests(resolve_paths(entry.requests or [], base))
+    folder = layout.requests_dir(run_dir, stage_cls.name)
+    shards = []
+    for row in rows:
+        path = folder / f"{row['request_id']}{layout.SHARD_SUFFIX}"
+        if not path.exists():
+            tables.write_rows(path, [row], "requests")
+        shards.append(row["request_id"])
+    return sorted(set(shards))
+
+
+def _input_file(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path:
+    if dataset == "requests":
+        return layout.requests_dir(run_dir, spec.stage_name) / f"{shard}{layout.SHARD_SUFFIX}"
+    return layout.shard_path(run_dir, spec.inputs[dataset], shard)
+
+
+def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry_failed: bool) -> StagePlan:
+    run_dir = Path(spec.run_dir)
+    todo, skipped = [], []
+    for shard in shards:
+        fps = {d: file_fingerprint(_input_file(run_dir, spec, d, shard)) for d in stage_cls.inputs}
+        manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, shard))
+        ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
+        if ok and retry_failed and manifest["summary"]["errors"].get("transient"):
+            todo.append(ShardTask(shard, fps, retry_failed=True))
+        elif ok:
+            skipped.append(shard)
+        else:
+            todo.append(ShardTask(shard, fps))
+    return StagePlan(stage_cls.name, shards, todo, skipped)
+
+
+def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str, str], opts: RunOptions,
+              reporter: Reporter, where: str) -> tuple[StagePlan, dict[str, Any], list[ShardFailure]]:
+    stage_cls = load_stage(entry.stage)
+    config = validate_stage_config(stage_cls, substitute(entry.config, variables, where), f"{where} config")
+    spec = StageSpec(
+        stage_name=stage_cls.name,
+        config=config.model_dump(mode="json"),
+        config_hash=stage_config_hash(stage_cls, config),
+        run_dir=str(run_dir),
+        inputs={d: entry.inputs.get(d, d) for d in stage_cls.inputs},
+        outputs={d: entry.outputs.get(d, d) for d in stage_cls.outputs},
+    )
+    primary = next(iter(stage_cls.inputs))
+    if primary == "requests":
+        shards = _write_requests(stage_cls, entry, run_dir, base)
+    else:
+        shards = layout.shard_ids(layout.dataset_dir(run_dir, spec.inputs[primary]))
+    if issubclass(stage_cls, StreamStage):
+        return _run_stream(stage_cls, spec, shards, opts, reporter)
+    plan = plan_stage(stage_cls, spec, shards, opts.retry_failed)
+    if opts.dry_run:
+        plan.waiting = not shards
+        return plan, {}, []
+    failures: list[ShardFailure] = []
+    reporter.stage_start(stage_cls.name, len(plan.todo), len(plan.skipped))
+
+    def failed(f: ShardFailure) -> None:
+        failures.append(f)
+        reporter.shard_failed(stage_cls.name, f)
+        tables.write_rows(layout.errors_path(run_dir, stage_cls.name, f.shard), [{
+            "stage": stage_cls.name, "shard": f.shard, "record_key": "*", "error_class": "transient",
+            "error_type": f.error_type, "message": f.message, "attempts": f.attempts}], "errors")
+
+    workers = entry.workers or opts.workers
+    LocalExecutor(workers, max_attempts=opts.max_attempts).run(
+        spec, plan.todo, lambda s: reporter.shard_done(stage_cls.name, s), failed)
+    stats = stage_stats(run_dir, stage_cls.name, shards)
+    stats["shards_failed"] = len(failures)
+    reporter.stage_end(stage_cls.name, stats)
+    return plan, stats, failures
+
+
+def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str], opts: RunOptions,
+                reporter: Reporter) -> tuple[StagePlan, dict[str, Any], list[ShardFailure]]:
+    """A stream stage runs as one task over all its requests (it buckets its own output)."""
+    from blift.runner.bucket_sink import BucketSink
+
+    run_dir = Path(spec.run_dir)
+    if any(spec.outputs[d] != d for d in spec.outputs):
+        raise ConfigError(f"stage {stage_cls.name}: stream stages do not support renamed outputs")
+    fps = {s: file_fingerprint(_input_file(run_dir, spec, "requests", s)) for s in shards}
+    manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD))
+    done = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
+    plan = StagePlan(stage_cls.name, [STREAM_SHARD], [] if done else [ShardTask(STREAM_SHARD, fps)],
+                     [STREAM_SHARD] if done else [])
+    if opts.dry_run or done:
+        if done:
+            reporter.stage_start(stage_cls.name, 0, 1)
+        return plan, ({} if opts.dry_run else stage_stats(run_dir, stage_cls.name, [STREAM_SHARD])), []
+    stage = build_stage(spec)
+    stage.setup()
+    reporter.stage_start(stage_cls.name, 1, 0, stage.describe())
+    requests = [row for s in shards for row in tables.read_shard(_input_file(run_dir, spec, "requests", s), "requests").to_pylist()]
+    t0 = time.monotonic()
+    sink = BucketSink(run_dir, stage_cls.name, dict(stage_cls.outputs), stage.buckets())
+    try:
+        counters = stage.stream(requests, sink)
+        result = sink.close(stage)
+    except BaseException:
+        sink.abort()
+        raise
+    summary = ShardSummary(
+        shard=STREAM_SHARD,
+        records_in=int(counters.get("in", 0)),
+        out_rows={d: sum(v["rows"] for v in result["outputs"][d].values()) for d in stage_cls.outputs},
+        dropped=dict(result.get("dropped", {})),
+        errors=dict(result.get("errors", {})),
+        counters={k: int(v) for k, v in counters.items() if k != "in"},
+        seconds=round(time.monotonic() - t0, 3),
+        describe=stage.describe(),
+    )
+    files = [str(Path(v["path"]).resolve().relative_to(run_dir.resolve())) for d in result["outputs"].values() for v in d.values()]
+    write_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD), {
+        "stage": spec.stage_name, "stage_version": stage_cls.version, "config_hash": spec.config_hash,
+        "shard": STREAM_SHARD, "inputs": fps, "output_files": files, "summary": summary.__dict__})
+    reporter.shard_done(stage_cls.name, summary)
+    stats = stage_stats(run_dir, stage_cls.name, [STREAM_SHARD])
+    reporter.stage_end(stage_cls.name, stats)
+    return plan, stats, []
+
+
+def run_pipeline(path: Path, opts: RunOptions, *, only: list[str] | None = None) -> RunReport:
+    pipeline = load_pipeline(path)
+    base = path.resolve().parent
+    run_dir = (opts.out or Path(pipeline.out or f"runs/{pipeline.name}")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reporter = make_reporter(opts.progress) if not opts.dry_run else Reporter()
+    report = RunReport(run_dir=run_dir, stats={})
+    stage_stats_all: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    try:
+        with replay_servers(pipeline, base) as variables:
+            for i, entry in enumerate(pipeline.stages):
+                if only and entry.stage not in only:
+                    continue
+                where = f"{path}: stages[{i}] ({entry.stage})"
+                plan, stats, failures = run_stage(entry, run_dir, base, variables, opts, reporter, where)
+                report.plans.append(plan)
+                report.failed += [(entry.stage, f) for f in failures]
+                if stats:
+                    stage_stats_all[entry.stage] = stats
+    finally:
+        reporter.close()
+    if not opts.dry_run:
+        report.stats = write_stats(run_dir, pipeline.name, stage_stats_all,
+                                   {"wall_seconds": round(time.monotonic() - t0, 3), "failed_shards": len(report.failed)})
+    return report
+

@@ -1,0 +1,91 @@
+"""Run statistics: per stage counts merged from the shard manifests into ``stats.json``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from blift import __version__
+from blift.ids import now_utc
+from blift.runner import layout
+from blift.runner.manifest import read_manifest
+from blift.tables import atomic_write_bytes
+
+
+def stage_stats(run_dir: Path, stage: str, shards: list[str] | None = None) -> dict[str, Any]:
+    """Merge the manifests of ``shards`` (all of the stage's shards when None)."""
+    folder = layout.manifests_dir(run_dir, stage)
+    names = shards if shards is not None else sorted(p.stem for p in folder.glob("*.json"))
+    out: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    counters: Counter[str] = Counter()
+    records_in = 0
+    seconds = 0.0
+    done = 0
+    for shard in names:
+        manifest = read_manifest(layout.manifest_path(run_dir, stage, shard))
+        if not manifest:
+            continue
+        summary = manifest["summary"]
+        done += 1
+        records_in += summary["records_in"]
+        out.update(summary["out_rows"])
+        dropped.update(summary["dropped"])
+        errors.update(summary["errors"])
+        counters.update(summary.get("counters", {}))
+        seconds += summary["seconds"]
+    return {
+        "shards": len(names),
+        "shards_done": done,
+        "records_in": records_in,
+        "out": dict(sorted(out.items())),
+        "dropped": dict(sorted(dropped.items(), key=lambda kv: -kv[1])),
+        "errors": dict(sorted(errors.items())),
+        "counters": dict(sorted(counters.items())),
+        "seconds": round(seconds, 3),
+        "seconds_per_record": round(seconds / records_in, 6) if records_in else None,
+    }
+
+
+def write_stats(run_dir: Path, pipeline: str, stages: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    stats = {
+        "pipeline": pipeline,
+        "blift_version": __version__,
+        "written_at": now_utc().isoformat(),
+        "stages": stages,
+        **(extra or {}),
+    }
+    atomic_write_bytes(layout.stats_path(run_dir), json.dumps(stats, indent=2).encode())
+    return stats
+
+
+def read_stats(run_dir: Path) -> dict[str, Any]:
+    path = layout.stats_path(run_dir)
+    if path.exists():
+        return json.loads(path.read_text())
+    stages = {p.name: stage_stats(run_dir, p.name) for p in sorted(layout.manifests_dir(run_dir).glob("*")) if p.is_dir()}
+    return {"pipeline": None, "stages": stages}
+
+
+def print_stats(stats: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"blift run: {stats.get('pipeline') or '?'}")
+    for col in ("stage", "shards", "in", "out", "dropped (by reason)", "errors", "s/record"):
+        table.add_column(col, overflow="fold")
+    for name, st in stats["stages"].items():
+        table.add_row(
+            name,
+            f"{st['shards_done']}/{st['shards']}",
+            str(st["records_in"]),
+            ", ".join(f"{k}={v}" for k, v in st["out"].items()),
+            ", ".join(f"{k}={v}" for k, v in st["dropped"].items()) or "-",
+            ", ".join(f"{k}={v}" for k, v in st["errors"].items()) or "-",
+            f"{st['seconds_per_record']:.4f}" if st.get("seconds_per_record") else "-",
+        )
+    console.print(table)

@@ -1,0 +1,169 @@
+"""The runner: resume, config changes, error classes, --retry-failed, dying workers, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from blift import tables
+from blift.errors import ConfigError
+from blift.runner.run import RunOptions, run_pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_stages import TOY_STAGES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def toy_env(monkeypatch):
+    monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1732406400")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+
+
+def make_refs(run_dir: Path, shards: dict[str, list[str]]) -> None:
+    for shard, ids in shards.items():
+        rows = [{"uid": f"reddit:{i}", "platform": "reddit", "item_id": i, "request_id": "r", "rank": n, "url": None}
+                for n, i in enumerate(ids)]
+        tables.write_rows(run_dir / "item_refs" / f"{shard}.parquet", rows, "item_refs")
+
+
+def write_pipeline(path: Path, marker_dir: Path, suffix: str = "", threads: int = 1) -> Path:
+    cfg = {"marker_dir": str(marker_dir), "suffix": suffix, "threads": threads}
+    path.write_text(yaml.safe_dump({"name": "toy", "stages": [
+        {"stage": "toy.fetch", "config": cfg},
+        {"stage": "toy.filter", "config": {"marker_dir": str(marker_dir)}},
+    ]}))
+    return path
+
+
+def calls(marker_dir: Path) -> Counter[str]:
+    log = marker_dir / "calls.log"
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_rerun_skips_finished_shards_and_config_change_redoes(tmp_path):
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {f"part-{k}": [f"a{k}{i}" for i in range(10)] for k in range(3)})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False))
+    assert report.stats["stages"]["toy.fetch"]["out"] == {"items": 30}
+    assert report.stats["stages"]["toy.filter"]["dropped"] == {"ends_in_7": 3}
+    assert sum(calls(markers).values()) == 30
+    before = {p: p.read_bytes() for p in (run_dir / "items").glob("*.parquet")}
+
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False))
+    assert sum(calls(markers).values()) == 30, "a finished shard was fetched again"
+    assert report.plans[0].skipped == ["part-0", "part-1", "part-2"] and not report.plans[0].todo
+    assert {p: p.read_bytes() for p in (run_dir / "items").glob("*.parquet")} == before
+    assert report.stats["stages"]["toy.fetch"]["records_in"] == 30  # stats still cover skipped shards
+
+    run_pipeline(write_pipeline(pipe, markers, suffix="!"), RunOptions(out=run_dir, workers=2, progress=False))
+    titles = tables.read_dataset(run_dir / "items_clean", "items").column("title").to_pylist()
+    assert len(titles) == 27 and all(t.endswith("!") for t in titles)
+
+
+def test_error_classes_and_retry_failed_redo_only_transient(tmp_path):
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {"part-0": ["ok1", "bad1", "flaky1", "ok2"]})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
+    assert report.stats["stages"]["toy.fetch"]["errors"] == {"invalid": 1, "transient": 1}
+    errors = tables.read_shard(run_dir / "errors" / "toy.fetch" / "part-0.parquet", "errors").to_pylist()
+    assert {e["record_key"]: e["error_class"] for e in errors} == {"reddit:bad1": "invalid", "reddit:flaky1": "transient"}
+    assert "field 'title'" in next(e["message"] for e in errors if e["record_key"] == "reddit:bad1")
+
+    run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))  # plain rerun: nothing redone
+    assert calls(markers)["reddit:flaky1"] == 1
+
+    (markers / "heal").touch()
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False, retry_failed=True))
+    c = calls(markers)
+    assert c["reddit:flaky1"] == 2 and c["reddit:ok1"] == 1 and c["reddit:bad1"] == 1
+    assert report.stats["stages"]["toy.fetch"]["errors"] == {"invalid": 1}
+    ids = tables.read_dataset(run_dir / "items", "items").column("item_id").to_pylist()
+    assert ids == ["ok1", "flaky1", "ok2"]  # record order kept
+
+
+def test_dying_worker_is_replaced_and_finished_records_are_not_redone(tmp_path):
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {"part-0": ["x1", "x2", "die1", "x3"], "part-1": ["y1", "y2"]})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False))
+    assert not report.failed
+    c = calls(markers)
+    assert c["reddit:die1"] == 2  # the record whose process died is redone...
+    assert all(n == 1 for k, n in c.items() if k != "reddit:die1")  # ...the journaled ones are not
+    ids = tables.read_dataset(run_dir / "items", "items").column("item_id").to_pylist()
+    assert ids == ["x1", "x2", "die1", "x3", "y1", "y2"]
+
+
+def test_pipeline_typo_names_file_and_field(tmp_path):
+    pipe = tmp_path / "typo.yaml"
+    pipe.write_text(yaml.safe_dump({"name": "t", "stages": [{"stage": "toy.fetch", "config": {"sufix": "x"}}]}))
+    with pytest.raises(ConfigError) as exc:
+        run_pipeline(pipe, RunOptions(out=tmp_path / "r", progress=False))
+    assert str(pipe) in str(exc.value) and "stages[0]" in str(exc.value) and "'sufix'" in str(exc.value)
+    assert "suffix" in str(exc.value)  # the known fields are listed
+    pipe.write_text(yaml.safe_dump({"name": "t", "stagess": []}))
+    with pytest.raises(ConfigError, match=r"'stagess': unknown field \(did you mean 'stages'\?\)"):
+        run_pipeline(pipe, RunOptions(out=tmp_path / "r", progress=False))
+    pipe.write_text(yaml.safe_dump({"name": "t", "stages": [{"stage": "toy.fetc"}]}))
+    with pytest.raises(ConfigError, match="did you mean 'toy.fetch'"):
+        run_pipeline(pipe, RunOptions(out=tmp_path / "r", progress=False))
+
+
+def _blift(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "blift.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill_9_mid_stage_then_rerun_is_byte_identical(tmp_path):
+    """kill -9 of `blift run` mid-stage: workers die with it, the rerun finishes the job, the output
+    equals an uninterrupted run byte for byte, and no finished record is processed twice."""
+    ids = [f"s{i:02d}" for i in range(24)]
+    env = {**os.environ, "TOY_SLEEP": "0.15"}
+    ref_run, ref_m = tmp_path / "ref", tmp_path / "ref_m"
+    ref_m.mkdir()
+    make_refs(ref_run, {"part-0": ids[:12], "part-1": ids[12:]})
+    pipe = write_pipeline(tmp_path / "ref.yaml", ref_m)
+    proc = _blift("run", str(pipe), "--out", str(ref_run), "--workers", "2", env=env)
+    assert proc.wait(120) == 0, proc.stdout.read()
+
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {"part-0": ids[:12], "part-1": ids[12:]})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    proc = _blift("run", str(pipe), "--out", str(run_dir), "--workers", "2", env=env)
+    deadline = time.monotonic() + 60
+    while sum(calls(markers).values()) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "no worker processes seen"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"workers outlived their parent: {alive}"
+    assert not (run_dir / "items" / "part-0.parquet").exists() or not (run_dir / "items" / "part-1.parquet").exists()
+
+    proc = _blift("run", str(pipe), "--out", str(run_dir), "--workers", "2", env=env)
+    assert proc.wait(120) == 0, proc.stdout.read()
+    c = calls(markers)
+    assert set(c) == {f"reddit:{i}" for i in ids}
+    assert sum(n - 1 for n in c.values()) <= 2, f"finished records processed twice: {c}"  # at most the 2 in flight
+    for dataset in ("items", "items_clean", "dropped/toy.filter", "errors/toy.fetch"):
+        for ref in sorted((ref_run / dataset).glob("*.parquet")):
+            assert (run_dir / dataset / ref.name).read_bytes() == ref.read_bytes(), f"{dataset}/{ref.name} differs"
