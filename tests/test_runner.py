@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from blift import tables
-from blift.errors import ConfigError
+from blift.errors import ConfigError, CredentialError
 from blift.runner.run import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -167,3 +167,15 @@ def test_kill_9_mid_stage_then_rerun_is_byte_identical(tmp_path):
     for dataset in ("items", "items_clean", "dropped/toy.filter", "errors/toy.fetch"):
         for ref in sorted((ref_run / dataset).glob("*.parquet")):
             assert (run_dir / dataset / ref.name).read_bytes() == ref.read_bytes(), f"{dataset}/{ref.name} differs"
+
+
+def test_config_error_inside_a_worker_stops_the_run(tmp_path):
+    """A BliftError (bad credentials, bad config) from a record stops the run with its message
+    instead of becoming one error row per record."""
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {"part-0": ["ok1", "cred1", "ok2"]})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    with pytest.raises(CredentialError, match="REDDIT_CLIENT_ID"):
+        run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
+    assert not (run_dir / "items" / "part-0.parquet").exists()

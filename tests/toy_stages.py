@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from blift.errors import InvalidRecord, TransientError
+from blift.errors import CredentialError, InvalidRecord, TransientError
 from blift.ids import now_utc
 from blift.stage import RecordOutput, RecordStage, ShardInput, Stage, StageConfig, StageResult
 
@@ -42,6 +42,8 @@ class ToyFetch(RecordStage):
             fh.write(key + "\n")
         item_id = payload["item_id"]
         time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+        if item_id.startswith("cred"):
+            raise CredentialError("set REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET")
         if item_id.startswith("bad"):
             raise InvalidRecord(f"item {key}: field 'title': malformed")
         if item_id.startswith("flaky") and not (markers / "heal").exists():

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable
 
+from blift.errors import BliftError
 from blift.runner.worker import ShardSummary, ShardTask, StageSpec, init_worker, run_task
 
 log = logging.getLogger("blift.runner")
@@ -76,6 +77,9 @@ class LocalExecutor:
                             broken = True
                             self._retry_or_fail(task, attempts, pending, on_failed, "BrokenProcessPool",
                                                 "a worker process died while this shard was in flight")
+                        except BliftError:
+                            broken = True  # stop the workers, then let the error end the run
+                            raise
                         except Exception as exc:  # noqa: BLE001 - a shard's failure never stops the job
                             self._retry_or_fail(task, attempts, pending, on_failed, type(exc).__name__, str(exc))
                     if broken:

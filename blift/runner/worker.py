@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from blift import schemas, tables
-from blift.errors import ErrorClass, classify
+from blift.errors import BliftError, ErrorClass, classify
 from blift.registry import load_stage
 from blift.runner import layout
 from blift.runner.journal import Journal
@@ -198,6 +198,8 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
         try:
             out: RecordOutput = stage.process_record(key, payload)
             entry = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped, "counters": out.counters}
+        except BliftError:
+            raise  # bad credentials or config: every record would fail the same way; stop the run
         except Exception as exc:  # noqa: BLE001 - one bad record never kills the shard
             entry = _failure_entry(key, exc)
             if entry["error"].error_class is ErrorClass.PERMANENT and not hasattr(exc, "error_class"):
