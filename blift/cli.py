@@ -37,6 +37,11 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("blift").setLevel(level)
 
 
+def _out_console() -> Console:
+    """Tables on stdout; wide enough to stay readable when piped to a file or CI log."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
     raise typer.Exit(2)
@@ -78,7 +83,7 @@ def run(
             state = "waits for its input" if plan.waiting else f"{len(plan.todo)} to run, {len(plan.skipped)} done"
             typer.echo(f"{plan.stage:<18} {len(plan.shards)} shard(s): {state}")
         return
-    print_stats(report.stats, Console())
+    print_stats(report.stats, _out_console())
     typer.echo(f"run folder: {report.run_dir}\nstats: {report.run_dir / 'stats.json'}")
     from blift.config import load_pipeline
 
@@ -129,7 +134,7 @@ def stage_cmd(
     except BliftError as exc:
         _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
-    print_stats(write_stats(out.resolve(), f"stage {name}", {name: stats}), Console())
+    print_stats(write_stats(out.resolve(), f"stage {name}", {name: stats}), _out_console())
     if failures:
         raise typer.Exit(1)
 
@@ -145,7 +150,7 @@ def stats(run_dir: Path = typer.Argument(..., help="run folder"), as_json: bool 
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
-        print_stats(data, Console())
+        print_stats(data, _out_console())
 
 
 @app.command()

@@ -74,18 +74,27 @@ def read_stats(run_dir: Path) -> dict[str, Any]:
 
 
 def print_stats(stats: dict[str, Any], console: Console | None = None) -> None:
+    """A table of stages (in, out, dropped, errors, speed), then the drop reasons per stage."""
     console = console or Console()
     table = Table(title=f"blift run: {stats.get('pipeline') or '?'}")
-    for col in ("stage", "shards", "in", "out", "dropped (by reason)", "errors", "s/record"):
-        table.add_column(col, overflow="fold")
+    for col in ("stage", "shards", "in", "out", "dropped", "errors", "ms/record"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("stage", "out", "errors") else "right")
+    reasons = Table(title="dropped by reason")
+    for col in ("stage", "reason", "records"):
+        reasons.add_column(col, justify="right" if col == "records" else "left")
     for name, st in stats["stages"].items():
+        spr = st.get("seconds_per_record")
         table.add_row(
             name,
             f"{st['shards_done']}/{st['shards']}",
             str(st["records_in"]),
-            ", ".join(f"{k}={v}" for k, v in st["out"].items()),
-            ", ".join(f"{k}={v}" for k, v in st["dropped"].items()) or "-",
+            "\n".join(f"{k}={v}" for k, v in st["out"].items()),
+            str(sum(st["dropped"].values())),
             ", ".join(f"{k}={v}" for k, v in st["errors"].items()) or "-",
-            f"{st['seconds_per_record']:.4f}" if st.get("seconds_per_record") else "-",
+            f"{spr * 1000:.2f}" if spr else "-",
         )
+        for reason, n in st["dropped"].items():
+            reasons.add_row(name, reason, str(n))
     console.print(table)
+    if reasons.row_count:
+        console.print(reasons)
