@@ -20,6 +20,7 @@ from blift.errors import SchemaError
 
 META_NAME = b"blift.schema"
 META_VERSION = b"blift.schema_version"
+META_OMITTED = b"blift.omitted_columns"  # comma-separated nullable columns a release left out
 
 
 def schemas_dir() -> Path:
@@ -159,10 +160,13 @@ class TableSchema:
         self.validate(out, where=where)
         return out
 
-    def validate(self, table: pa.Table, *, where: str = "") -> None:
-        """Check types and non-null columns; raise SchemaError naming the field and record."""
+    def validate(self, table: pa.Table, *, where: str = "", omitted: frozenset[str] = frozenset()) -> None:
+        """Check types and non-null columns; raise SchemaError naming the field and record.
+        ``omitted`` nullable columns may be absent (a release drops ``raw``)."""
         for fld in self.arrow:
             if fld.name not in table.column_names:
+                if fld.name in omitted and fld.nullable:
+                    continue
                 raise SchemaError(f"{where}table {self.name!r}: missing column {fld.name!r}")
             col = table.column(fld.name)
             if col.type != fld.type:

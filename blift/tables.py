@@ -70,7 +70,8 @@ def read_shard(path: Path, expected: str | None = None) -> pa.Table:
     schema = schemas.schema_of_file_metadata(table.schema.metadata, where=str(path))
     if expected is not None and schema.name != expected:
         raise SchemaError(f"{path}: holds table {schema.name!r}, expected {expected!r}")
-    schema.validate(table, where=f"{path}: ")
+    omitted = (table.schema.metadata or {}).get(schemas.META_OMITTED, b"").decode()
+    schema.validate(table, where=f"{path}: ", omitted=frozenset(filter(None, omitted.split(","))))
     return table
 
 

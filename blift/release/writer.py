@@ -321,9 +321,11 @@ def _write_config(name: str, shard_files: list[Path], schema_name: str, release_
     writers = {s: _SplitWriter(folder, s, max_shard_bytes) for s in SPLITS}
     for path in shard_files:
         table = tables.read_shard(path, schema_name)
+        meta = dict(table.schema.metadata or {})  # keep the schema stamp: `blift validate` reads it
         if drop_raw and "raw" in table.column_names:
             table = table.drop_columns(["raw"])
-        table = table.replace_schema_metadata(None)
+            meta[schemas.META_OMITTED] = b"raw"
+        table = table.replace_schema_metadata(meta)
         if schema_name == "instructions":
             if copier is not None:
                 table = _place_media(table, copier, path)
