@@ -68,12 +68,15 @@ def run(
     stage: list[str] = typer.Option([], "--stage", help="run only these stages (repeatable)"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bars (default: on a TTY)"),
     no_release: bool = typer.Option(False, "--no-release", help="skip the pipeline's release step"),
+    record_timeout: float = typer.Option(900.0, "--record-timeout", min=0,
+                                         help="watchdog: fail a record (and restart its worker) after this many seconds; 0: off"),
 ) -> None:
     """Run a pipeline; finished shards are skipped, so rerunning resumes."""
     from blift.runner.run import RunOptions, run_pipeline
     from blift.runner.stats import print_stats
 
-    opts = RunOptions(out=out, workers=workers, dry_run=dry_run, retry_failed=retry_failed, progress=progress)
+    opts = RunOptions(out=out, workers=workers, dry_run=dry_run, retry_failed=retry_failed, progress=progress,
+                      record_timeout_s=record_timeout or None)
     try:
         report = run_pipeline(pipeline, opts, only=stage or None)
     except BliftError as exc:

@@ -30,6 +30,7 @@ class StageEntry(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict, description="rename input datasets: declared -> folder")
     outputs: dict[str, str] = Field(default_factory=dict, description="rename output datasets: declared -> folder")
     workers: int | None = Field(default=None, ge=1, description="worker processes for this stage")
+    record_timeout_s: float | None = Field(default=None, gt=0, description="watchdog for record stages (default: the run's)")
 
 
 class ReplaySpec(BaseModel):

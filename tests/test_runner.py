@@ -179,3 +179,19 @@ def test_config_error_inside_a_worker_stops_the_run(tmp_path):
     with pytest.raises(CredentialError, match="REDDIT_CLIENT_ID"):
         run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
     assert not (run_dir / "items" / "part-0.parquet").exists()
+
+
+def test_watchdog_fails_a_hung_record_and_the_job_goes_on(tmp_path):
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {"part-0": ["a1", "hang1", "a2"], "part-1": ["b1", "b2"]})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False, record_timeout_s=1.5))
+    assert not report.failed
+    errors = tables.read_shard(run_dir / "errors" / "toy.fetch" / "part-0.parquet", "errors").to_pylist()
+    assert [(e["record_key"], e["error_class"]) for e in errors] == [("reddit:hang1", "transient")]
+    assert "watchdog" in errors[0]["message"]
+    ids = tables.read_dataset(run_dir / "items", "items").column("item_id").to_pylist()
+    assert ids == ["a1", "a2", "b1", "b2"]
+    c = calls(markers)
+    assert c["reddit:a1"] == 1 and c["reddit:hang1"] == 1  # neither redone after the worker restart

@@ -42,6 +42,8 @@ class ToyFetch(RecordStage):
             fh.write(key + "\n")
         item_id = payload["item_id"]
         time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+        if item_id.startswith("hang"):
+            time.sleep(3600)
         if item_id.startswith("cred"):
             raise CredentialError("set REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET")
         if item_id.startswith("bad"):

@@ -39,6 +39,7 @@ class RunOptions:
     retry_failed: bool = False
     progress: bool | None = None  # None: rich bars on a TTY, log lines otherwise
     max_attempts: int = 3
+    record_timeout_s: float | None = 900.0  # watchdog for record stages; None: off
 
 
 @dataclass
@@ -126,6 +127,7 @@ def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str,
         run_dir=str(run_dir),
         inputs={d: entry.inputs.get(d, d) for d in stage_cls.inputs},
         outputs={d: entry.outputs.get(d, d) for d in stage_cls.outputs},
+        record_timeout_s=entry.record_timeout_s or opts.record_timeout_s,
     )
     primary = next(iter(stage_cls.inputs))
     if primary == "requests":

@@ -8,6 +8,7 @@ or nothing but temp files and a journal.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import threading
@@ -40,6 +41,7 @@ class StageSpec:
     run_dir: str
     inputs: dict[str, str]  # declared dataset -> folder name in the run
     outputs: dict[str, str]
+    record_timeout_s: float | None = None  # watchdog: a record running longer is failed, its worker stopped
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,45 @@ def _previous_entries(stage: RecordStage, spec: StageSpec, task: ShardTask) -> d
     return entries
 
 
+WATCHDOG_EXIT = 70
+
+
+class _Watchdog:
+    """Stops the worker when a record runs past ``timeout_s``: the record is journaled as a
+    transient ``watchdog`` error first, so the retried shard skips it and the job goes on
+    (a hung socket or a wedged model call cannot be interrupted from Python otherwise)."""
+
+    def __init__(self, journal: Journal, timeout_s: float | None, stage: str) -> None:
+        self.journal, self.timeout_s, self.stage = journal, timeout_s, stage
+        self.running: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        if timeout_s:
+            threading.Thread(target=self._watch, daemon=True, name="blift-watchdog").start()
+
+    def begin(self, key: str) -> None:
+        with self.lock:
+            self.running[key] = time.monotonic()
+
+    def end(self, key: str) -> None:
+        with self.lock:
+            self.running.pop(key, None)
+
+    def _watch(self) -> None:
+        assert self.timeout_s
+        while not self.stop.wait(min(1.0, self.timeout_s / 4)):
+            now = time.monotonic()
+            with self.lock:
+                stuck = [k for k, t0 in self.running.items() if now - t0 > self.timeout_s]
+            if stuck:
+                for key in stuck:
+                    exc = TimeoutError(f"watchdog: record made no progress for {self.timeout_s:g} s; worker stopped")
+                    self.journal.append(_failure_entry(key, exc) | {"watchdog": True})
+                logging.getLogger("blift.runner").error("%s: records %s stuck for %g s; stopping this worker",
+                                                        self.stage, stuck, self.timeout_s)
+                os._exit(WATCHDOG_EXIT)
+
+
 def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_input: ShardInput) -> tuple[StageResult, int]:
     records = stage.records(shard_input)
     keys = [k for k, _ in records]
@@ -193,8 +234,11 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
     reused = sum(1 for k in keys if k in done)
     todo = [(k, p) for k, p in records if k not in done]
 
+    watchdog = _Watchdog(journal, spec.record_timeout_s, stage.name)
+
     def one(item: tuple[str, Any]) -> None:
         key, payload = item
+        watchdog.begin(key)
         try:
             out: RecordOutput = stage.process_record(key, payload)
             entry = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped, "counters": out.counters}
@@ -204,6 +248,7 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
             entry = _failure_entry(key, exc)
             if entry["error"].error_class is ErrorClass.PERMANENT and not hasattr(exc, "error_class"):
                 entry["error"].message = f"{entry['error'].message}\n{traceback.format_exc(limit=3)}"
+        watchdog.end(key)
         journal.append(entry)
         done[key] = entry
 
@@ -215,6 +260,7 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
         with ThreadPoolExecutor(threads, thread_name_prefix=f"blift-{stage.name}") as pool:
             for fut in [pool.submit(one, item) for item in todo]:
                 fut.result()
+    watchdog.stop.set()
     journal.close()
 
     out_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in stage.outputs}
