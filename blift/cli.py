@@ -17,7 +17,7 @@ from blift import __version__
 from blift.errors import BliftError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, release and use BLIFT-style datasets.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error messages hold paths: never break them
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -66,6 +66,7 @@ class ShardSummary:
 
 _STAGE: Stage | None = None
 _SPEC: StageSpec | None = None
+_INIT_ERROR: BaseException | None = None  # raised by every task: an initializer error would break the pool
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -92,15 +93,20 @@ def build_stage(spec: StageSpec) -> Stage:
 
 
 def init_worker(spec: StageSpec, parent_pid: int) -> None:
-    global _STAGE, _SPEC
+    global _STAGE, _SPEC, _INIT_ERROR
     _watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
     _SPEC = spec
-    _STAGE = build_stage(spec)
-    _STAGE.setup()
+    try:
+        _STAGE = build_stage(spec)
+        _STAGE.setup()
+    except Exception as exc:  # noqa: BLE001 - reported through the first task, with its message
+        _INIT_ERROR = exc
 
 
 def run_task(task: ShardTask) -> ShardSummary:
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
     assert _STAGE is not None and _SPEC is not None, "worker not initialised"
     return run_shard(_STAGE, _SPEC, task)
 
