@@ -37,11 +37,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size: int | None = None) -> pa.Table:
-    """Conform ``table`` to its schema, validate it and write it atomically. Returns the table written."""
-    schema = schemas.get(schema_name)
-    table = schema.conform(table, where=f"{path}: ")
-    table = table.replace_schema_metadata(schema.arrow.metadata)
+def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_size: int | None = None) -> None:
+    """Write Parquet to a temporary name in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -53,6 +50,14 @@ def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size: int | None = None) -> pa.Table:
+    """Conform ``table`` to its schema, validate it and write it atomically. Returns the table written."""
+    schema = schemas.get(schema_name)
+    table = schema.conform(table, where=f"{path}: ")
+    table = table.replace_schema_metadata(schema.arrow.metadata)
+    atomic_write_parquet(path, table, row_group_size=row_group_size)
     return table
 
 

@@ -59,7 +59,6 @@ from blift.release.card import CardConfig, render_card
 DEFAULT_CONFIGS: dict[str, str] = {"instructions": "instructions", "items": "items_clean", "comments": "comments_clean"}
 SPLITS = ("train", "validation", "test")
 ROW_GROUP_BYTES = 64 * 2**20
-_PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "write_statistics": True, "use_dictionary": True}
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -154,23 +153,9 @@ class _SplitWriter:
         path = self.folder / f".{self.split}-{len(self.parts):05d}.partial.parquet"
         per_row = table.nbytes / table.num_rows if table.num_rows else 1
         row_group = max(1, min(max(table.num_rows, 1), int(ROW_GROUP_BYTES / max(per_row, 1))))
-        _atomic_parquet(path, table, row_group)
+        tables.atomic_write_parquet(path, table, row_group_size=row_group)
         self.parts.append(path)
         self.rows += table.num_rows
-
-
-def _atomic_parquet(path: Path, table: pa.Table, row_group_size: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, **_PARQUET_OPTS)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- media
