@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from blift.errors import InvalidRecord
-from blift.ids import author_hash, author_kind, pack_raw, utc_from_epoch
+from blift.ids import author_hash, author_kind, author_salt, pack_raw, utc_from_epoch
 
 REDDIT = "https://www.reddit.com"
 IMAGE_HOSTS = {"i.redd.it", "i.imgur.com", "preview.redd.it", "i.reddituploads.com"}
@@ -108,6 +108,7 @@ def item_row(data: dict[str, Any], *, source: str, collected_at: datetime) -> di
     subreddit = data.get("subreddit")
     if isinstance(subreddit, dict):  # some dumps nest it
         subreddit = subreddit.get("display_name")
+    salt = author_salt()
     return {
         "uid": f"reddit:{item_id}",
         "platform": "reddit",
@@ -118,7 +119,7 @@ def item_row(data: dict[str, Any], *, source: str, collected_at: datetime) -> di
         "title": _text(data.get("title")),
         "text": _text(data.get("selftext")),
         "community": _text(subreddit),
-        "author_hash": author_hash(data.get("author")),
+        "author_hash": author_hash(data.get("author"), salt),
         "created_at": _time(data, "created_utc", where),
         "collected_at": collected_at,
         "media_kind": kind,
@@ -136,7 +137,7 @@ def item_row(data: dict[str, Any], *, source: str, collected_at: datetime) -> di
         "comment_count": None,
         "subscriber_count": _int(data, "subreddit_subscribers", where),
         "heatmap": None,
-        "raw": pack_raw(data),
+        "raw": pack_raw(data, salt=salt),
     }
 
 
@@ -152,6 +153,8 @@ def comment_row(data: dict[str, Any], *, depth: int, collected_at: datetime, uid
             raise InvalidRecord(f"{where}: field 'link_id' is missing")
         uid = f"reddit:{link}"
     parent = data.get("parent_id")
+    author = data.get("author")
+    salt = author_salt()
     return {
         "uid": uid,
         "platform": "reddit",
@@ -161,12 +164,12 @@ def comment_row(data: dict[str, Any], *, depth: int, collected_at: datetime, uid
         "text": _text(data.get("body")),
         "score": _int(data, "score", where),
         "like_count": None,
-        "author_hash": author_hash(data.get("author")),
-        "author_kind": author_kind(data.get("author")),
+        "author_hash": author_hash(author, salt),
+        "author_kind": author_kind(author),
         "created_at": _time(data, "created_utc", where),
         "is_submitter": _bool(data.get("is_submitter")),
         "distinguished": data.get("distinguished"),
         "stickied": _bool(data.get("stickied")),
         "collected_at": collected_at,
-        "raw": pack_raw(data, drop_keys=("replies",)),
+        "raw": pack_raw(data, drop_keys=("replies",), salt=salt),
     }

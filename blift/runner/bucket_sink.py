@@ -5,7 +5,9 @@ dot-prefixed name (readers and reruns ignore those). Small writes are buffered p
 flushed as row groups of about ``row_group_bytes``; when all buffers together pass
 ``buffer_bytes`` the biggest are flushed early, so memory does not grow with the bucket count
 either. A temporary file is rolled over every ``row_groups_per_file`` row groups, because a
-Parquet writer keeps every row group's metadata until it closes.
+Parquet writer keeps every row group's metadata until it closes, and at most ``max_open_files``
+are open at once (each holds buffers), so memory depends neither on the input size nor on the
+number of buckets.
 
 ``close(stage)`` turns each bucket's temporary files into one final shard
 ``<dataset>/<prefix>-<bucket:05d>.parquet`` through ``stage.finalize_bucket`` (dedupe, sort,
@@ -50,7 +52,7 @@ class _RollingWriter:
         self._groups = 0
 
     def write(self, table: pa.Table) -> None:
-        if self._writer is None or self._groups >= self.max_groups:
+        if self._writer is None or self._groups >= self.max_groups:  # closed (or never opened): next file
             self.close()
             path = self.folder / f".{self.stem}.{len(self.paths)}{_TMP_SUFFIX}"
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ class BucketSink:
 
     def __init__(self, run_dir: Path | str, stage_name: str, outputs: dict[str, str], buckets: int,
                  shard_prefix: str = "part", *, input_shard: str = "requests", row_group_bytes: int = 2 << 20,
-                 buffer_bytes: int = 16 << 20, row_groups_per_file: int = 256) -> None:
+                 buffer_bytes: int = 16 << 20, row_groups_per_file: int = 256, max_open_files: int = 16) -> None:
         if buckets < 1:
             raise ConfigError(f"{stage_name}: buckets must be >= 1, got {buckets}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", shard_prefix) or shard_prefix.startswith("."):
@@ -99,6 +101,8 @@ class BucketSink:
         self.row_group_bytes = row_group_bytes
         self.buffer_bytes = buffer_bytes
         self.row_groups_per_file = row_groups_per_file
+        self.max_open_files = max(1, max_open_files)
+        self._open: dict[tuple[str, int], None] = {}  # writers with an open file, least recent first
         self._schemas = {ds: schemas.get(name) for ds, name in self.outputs.items()}
         self._pending: dict[tuple[str, int], list[pa.Table]] = {}
         self._pending_bytes: Counter = Counter()
@@ -146,7 +150,11 @@ class BucketSink:
             raise ConfigError(f"{self.stage_name}: bucket {bucket} out of range 0..{self.buckets - 1}")
         where = f"{self.stage_name} {dataset} {self.shard_name(bucket)}: "
         if isinstance(rows, pa.Table):
-            table = schema.conform(rows, where=where)
+            if rows.schema.equals(schema.arrow, check_metadata=False):
+                schema.validate(rows, where=where)  # already conformed (the usual case): check nulls only
+                table = rows
+            else:
+                table = schema.conform(rows, where=where)
         else:
             if not rows:
                 return
@@ -199,6 +207,14 @@ class BucketSink:
                 self.run_dir / dataset, f"{self.shard_name(bucket)}.parquet",
                 self._schemas[dataset].arrow, self.row_groups_per_file, _TMP_OPTS)
         writer.write(pa.concat_tables(tables))
+        # An open Parquet file holds buffers of its own: with many buckets, keep only the most
+        # recently written few open; a closed bucket's next flush starts its next temporary file.
+        self._open.pop(key, None)
+        self._open[key] = None
+        while len(self._open) > self.max_open_files:
+            oldest = next(iter(self._open))
+            del self._open[oldest]
+            self._writers[oldest].close()
 
     def _side_add(self, side: str, rows: list[dict[str, Any]]) -> None:
         buf = self._side_rows[side]

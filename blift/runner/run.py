@@ -23,7 +23,7 @@ from blift.runner.local import LocalExecutor, ShardFailure
 from blift.runner.manifest import file_fingerprint, matches, read_manifest, write_manifest
 from blift.runner.progress import Reporter, make_reporter
 from blift.runner.stats import stage_stats, write_stats
-from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, output_files
+from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage
 from blift.stage import Stage, StreamStage
 
 log = logging.getLogger("blift.runner")

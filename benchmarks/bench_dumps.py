@@ -1,0 +1,167 @@
+"""Dump ingestion: throughput and peak memory, side by side with the obvious baseline.
+
+ours      DumpIngestStage.stream + BucketSink.close (parse workers, bucketed temp shards,
+          finalize: dedupe + depth + sort), end to end into a run folder.
+baseline  json.loads per line + reddit_rows.item_row / comment_row into one list of all rows,
+          one pa.Table.from_pylist and one Parquet file per table at the end.
+
+Each run is a child process; peak memory is the high-water mark of the sum of RSS over the
+child and its own children (parse workers), polled every 20 ms with psutil, plus the largest
+single process (``ru_maxrss`` of RUSAGE_CHILDREN). At 10x input the stage runs with 10x buckets,
+as StreamStage prescribes (memory at finalize is one bucket); a 10x run with the 1x bucket count
+shows what finalize then holds.
+
+    python benchmarks/bench_dumps.py            # 20k submissions + 200k comments (and 10x)
+    python benchmarks/bench_dumps.py --quick    # ~1 minute; last line: dump_ingest_records_per_s: N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int | None) -> dict:
+    """Run one ingestion in this (child) process; returns its timing."""
+    t0 = time.perf_counter()
+    if mode == "ours":
+        from blift.collect.dumps import DumpConfig, DumpIngestStage
+        from blift.runner.bucket_sink import BucketSink
+
+        stage = DumpIngestStage(DumpConfig(buckets=buckets, workers=workers), out)
+        requests = DumpIngestStage.expand_requests([{"submissions": [str(rs)], "comments": [str(rc)]}])
+        sink = BucketSink(out, stage.name, stage.outputs, stage.buckets())
+        counters = stage.stream(requests, sink)
+        t1 = time.perf_counter()
+        sink.close(stage)
+        records = counters["in"]
+        stream_s = t1 - t0
+    else:
+        import io
+        import json as stdjson
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import zstandard
+
+        from blift import schemas
+        from blift.collect.reddit_rows import comment_row, item_row
+        from blift.ids import now_utc
+
+        now = now_utc()
+        records = 0
+        out.mkdir(parents=True, exist_ok=True)
+        for path, dataset in ((rs, "items"), (rc, "comments")):
+            rows = []
+            with open(path, "rb") as fh:
+                text = io.TextIOWrapper(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(fh), encoding="utf-8")
+                for line in text:
+                    records += 1
+                    data = stdjson.loads(line)
+                    if dataset == "items":
+                        rows.append(item_row(data, source="dump", collected_at=now))
+                    else:
+                        rows.append(comment_row(data, depth=0, collected_at=now))
+            table = pa.Table.from_pylist(rows, schema=schemas.get(dataset).arrow)
+            pq.write_table(table, out / f"{dataset}.parquet", compression="zstd")
+            del rows, table
+        stream_s = time.perf_counter() - t0
+    return {"records": records, "seconds": time.perf_counter() - t0, "stream_seconds": stream_s}
+
+
+def run_child(mode: str, rs: Path, rc: Path, buckets: int, workers: int | None, tmp: Path) -> dict:
+    """Run a child ingestion, polling the RSS of its process tree."""
+    import psutil
+
+    out = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=tmp))
+    cmd = [sys.executable, __file__, "--child", mode, str(rs), str(rc), str(out), str(buckets), str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak_tree = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            total = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            peak_tree = max(peak_tree, total)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} child failed ({proc.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_tree_mb"] = peak_tree / 2**20
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes the parse workers the child joined
+    result["maxrss_mb"] = after.ru_maxrss / 1024  # largest single process so far
+    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    subprocess.run(["rm", "-rf", str(out)], check=False)
+    return result
+
+
+def dump_files(cache: Path, n_sub: int, n_com: int) -> tuple[Path, Path]:
+    from make_dump import make_dump
+
+    folder = cache / f"dump-{n_sub}-{n_com}"
+    rs, rc = folder / "RS_synthetic.zst", folder / "RC_synthetic.zst"
+    if not (rs.exists() and rc.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        make_dump(folder, n_sub, n_com, seed=0)
+        print(f"# generated {n_sub} submissions + {n_com} comments in {time.perf_counter() - t:.1f}s "
+              f"({(rs.stat().st_size + rc.stat().st_size) / 2**20:.1f} MiB zst)", flush=True)
+    return rs, rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="dump ingestion throughput and memory")
+    ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    ap.add_argument("--workers", type=int, default=None, help="parse workers (default: one per CPU)")
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache", help="where generated dumps are kept")
+    ap.add_argument("--child", nargs=6, metavar=("MODE", "RS", "RC", "OUT", "BUCKETS", "WORKERS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        mode, rs, rc, out, buckets, workers = args.child
+        res = _child(mode, Path(rs), Path(rc), Path(out), int(buckets), None if workers == "None" else int(workers))
+        print(json.dumps(res))
+        return
+
+    n_sub, n_com = (2_000, 20_000) if args.quick else (20_000, 200_000)
+    buckets = 4 if args.quick else 8
+    sizes = {"1x": dump_files(args.cache, n_sub, n_com), "10x": dump_files(args.cache, 10 * n_sub, 10 * n_com)}
+    runs = [("ours", "1x", buckets), ("ours", "10x", 10 * buckets)]
+    if not args.quick:
+        runs.append(("ours", "10x", buckets))  # what finalize holds when buckets are not scaled
+    runs += [("baseline", "1x", 0), ("baseline", "10x", 0)]
+    print(f"# cpus={os.cpu_count()} workers={args.workers or 'auto'} load={os.getloadavg()[0]:.2f}")
+    print(f"{'impl':9s} {'input':6s} {'buckets':>7s} {'records':>9s} {'seconds':>8s} {'records/s':>10s} "
+          f"{'CPU us/rec':>10s} {'peak tree MB':>12s} {'max proc MB':>11s}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-dumps-") as tmp:
+        for mode, size, b in runs:
+            rs, rc = sizes[size]
+            r = run_child(mode, rs, rc, b, args.workers, Path(tmp))
+            results[(mode, size, b)] = r
+            print(f"{mode:9s} {size:6s} {b or '-':>7} {r['records']:9d} {r['seconds']:8.2f} "
+                  f"{r['records'] / r['seconds']:10.0f} {r['cpu_s'] / r['records'] * 1e6:10.1f} {r['peak_tree_mb']:12.0f} "
+                  f"{r['maxrss_mb']:11.0f}", flush=True)
+    ours1, ours10 = results[("ours", "1x", buckets)], results[("ours", "10x", 10 * buckets)]
+    base1, base10 = results[("baseline", "1x", 0)], results[("baseline", "10x", 0)]
+    rate = ours10["records"] / ours10["seconds"]
+    print(f"# memory 10x/1x: ours {ours10['peak_tree_mb'] / ours1['peak_tree_mb']:.2f} (goal <= 1.15), "
+          f"baseline {base10['peak_tree_mb'] / base1['peak_tree_mb']:.2f}")
+    print(f"# speed-up over baseline at 10x: {rate / (base10['records'] / base10['seconds']):.2f}x; goal >= 50000 records/s")
+    print(f"dump_ingest_records_per_s: {rate:.0f}")
+
+
+if __name__ == "__main__":
+    main()
