@@ -39,6 +39,7 @@ def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int 
         from blift.runner.bucket_sink import BucketSink
 
         stage = DumpIngestStage(DumpConfig(buckets=buckets, workers=workers), out)
+        stage.setup()
         requests = DumpIngestStage.expand_requests([{"submissions": [str(rs)], "comments": [str(rc)]}])
         sink = BucketSink(out, stage.name, stage.outputs, stage.buckets())
         counters = stage.stream(requests, sink)

@@ -25,7 +25,7 @@ def author_salt() -> str:
     return os.environ.get("BLIFT_AUTHOR_SALT", _DEFAULT_SALT)
 
 
-@functools.lru_cache(maxsize=1 << 17)  # authors repeat a lot at dump scale; ~150 B an entry
+@functools.lru_cache(maxsize=1 << 14)  # active authors repeat at dump scale; bounded to ~5 MB
 def _salted(salt: str, name: str) -> str:
     return hashlib.sha256(f"{salt}\x00{name}".encode()).hexdigest()[:32]
 
