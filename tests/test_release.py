@@ -241,3 +241,21 @@ def test_refusals(tmp_path):
     with pytest.raises(ReleaseError, match="not a release"):
         release(tmp_path / "run", tmp_path / "precious", check=False)
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_post_collected_by_two_requests_is_released_once(tmp_path):
+    """The same post listed by two requests (top and hot) lands in two shards; the release keeps
+    the first and reports how many repeats it left out."""
+    uids = _uids_covering_all_splits({"train": 6, "validation": 0, "test": 0})
+    build_run(tmp_path / "run", uids, shards=2)
+    run = tmp_path / "run"
+    for dataset, schema in (("instructions", "instructions"), ("items_clean", "items"), ("comments_clean", "comments")):
+        first = tables.read_shard(run / dataset / "part-00000.parquet", schema)
+        tables.write_shard(run / dataset / "part-00002.parquet", first, schema)  # a repeat of shard 0
+    report = release(run, tmp_path / "out", check=False)
+    n_inst = sum(report.rows["instructions"].values())
+    assert n_inst == len(uids) * 2  # behavior + content per post, each once
+    ids = load(tmp_path / "out", "instructions")["train"]["id"]
+    assert len(ids) == len(set(ids))
+    assert report.duplicates["instructions"] == tables.read_shard(run / "instructions" / "part-00000.parquet").num_rows
+    assert report.duplicates["items"] == len(uids) - len(uids) // 2

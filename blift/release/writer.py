@@ -45,6 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,6 +94,7 @@ class ReleaseReport:
     media_linked: int = 0  # of media_files, hard-linked instead of copied
     check: CheckResult | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # config -> why it is not in the release
+    duplicates: dict[str, int] = field(default_factory=dict)  # config -> rows dropped as repeats of a key
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines for the CLI: rows and shards per config and split, the check."""
@@ -102,6 +104,8 @@ class ReleaseReport:
             lines.append(f"{config}: {parts}")
         for config, why in self.skipped.items():
             lines.append(f"{config}: skipped ({why})")
+        for config, n in self.duplicates.items():
+            lines.append(f"{config}: {n} duplicate row(s) left out (same key in several shards)")
         if self.media_files:
             lines.append(f"media files: {self.media_files}")
         if self.check is not None:
@@ -242,9 +246,11 @@ def release(
         order = sorted(configs, key=lambda name: sources[name][1] != "instructions")
         for name in order:
             shard_files, schema_name = sources[name]
-            rows, files = _write_config(
+            rows, files, dupes = _write_config(
                 name, shard_files, schema_name, tmp, uid_split=uid_split, copier=copier, drop_raw=drop_raw,
                 max_shard_bytes=max_shard_bytes, split_validation=split_validation, split_test=split_test)
+            if dupes:
+                report.duplicates[name] = dupes
             if not files:  # datasets cannot load a config made of empty Parquet files
                 shutil.rmtree(tmp / "data" / name, ignore_errors=True)
                 report.skipped[name] = f"{configs[name]!r} has no rows"
@@ -297,14 +303,35 @@ def _check_inputs(run_dir: Path, out_dir: Path, configs: dict[str, str]) -> dict
     return sources
 
 
+# Rows with the same key are the same record (first shard in sorted order wins).
+UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
+    "instructions": ("id",),
+    "items": ("uid",),
+    "comments": ("uid", "comment_id"),
+    "media": ("uid", "index"),
+    "attributes": ("uid", "media_index", "scene"),
+}
+
+
 def _write_config(name: str, shard_files: list[Path], schema_name: str, release_dir: Path, *,
                   uid_split: dict[str, str], copier: _MediaCopier | None, drop_raw: bool, max_shard_bytes: int,
-                  split_validation: float, split_test: float) -> tuple[dict[str, int], dict[str, list[Path]]]:
+                  split_validation: float, split_test: float) -> tuple[dict[str, int], dict[str, list[Path]], int]:
     folder = release_dir / "data" / name
     folder.mkdir(parents=True, exist_ok=True)
     writers = {s: _SplitWriter(folder, s, max_shard_bytes) for s in SPLITS}
+    key_cols = UNIQUE_KEYS.get(schema_name)
+    seen: set[tuple[Any, ...]] = set()
+    duplicates = 0
     for path in shard_files:
         table = tables.read_shard(path, schema_name)
+        if key_cols:  # one post listed by two requests is collected in two shards: release it once
+            keep = []
+            for key in zip(*(table.column(c).to_pylist() for c in key_cols)):
+                keep.append(key not in seen)
+                seen.add(key)
+            if not all(keep):
+                duplicates += keep.count(False)
+                table = table.filter(pa.array(keep))
         meta = dict(table.schema.metadata or {})  # keep the schema stamp: `blift validate` reads it
         if drop_raw and "raw" in table.column_names:
             table = table.drop_columns(["raw"])
@@ -330,7 +357,7 @@ def _write_config(name: str, shard_files: list[Path], schema_name: str, release_
         written = writer.finish()
         if written:
             files[split], rows[split] = written, writer.rows
-    return rows, files
+    return rows, files, duplicates
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
