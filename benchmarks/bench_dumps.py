@@ -142,7 +142,9 @@ def main() -> None:
     runs = [("ours", "1x", buckets), ("ours", "10x", 10 * buckets)]
     if not args.quick:
         runs.append(("ours", "10x", buckets))  # what finalize holds when buckets are not scaled
-    runs += [("baseline", "1x", 0), ("baseline", "10x", 0)]
+    # The baseline holds every row in memory: ~12 KB per record, so its full-size 10x run
+    # (2.2M records, ~27 GB) does not fit a 24 GB machine; it runs at 10x only with --quick.
+    runs += [("baseline", "1x", 0)] + ([("baseline", "10x", 0)] if args.quick else [])
     print(f"# cpus={os.cpu_count()} workers={args.workers or 'auto'} load={os.getloadavg()[0]:.2f}")
     print(f"{'impl':9s} {'input':6s} {'buckets':>7s} {'records':>9s} {'seconds':>8s} {'records/s':>10s} "
           f"{'CPU us/rec':>10s} {'peak tree MB':>12s} {'max proc MB':>11s}")
@@ -156,11 +158,13 @@ def main() -> None:
                   f"{r['records'] / r['seconds']:10.0f} {r['cpu_s'] / r['records'] * 1e6:10.1f} {r['peak_tree_mb']:12.0f} "
                   f"{r['maxrss_mb']:11.0f}", flush=True)
     ours1, ours10 = results[("ours", "1x", buckets)], results[("ours", "10x", 10 * buckets)]
-    base1, base10 = results[("baseline", "1x", 0)], results[("baseline", "10x", 0)]
+    base1, base10 = results[("baseline", "1x", 0)], results.get(("baseline", "10x", 0))
     rate = ours10["records"] / ours10["seconds"]
+    base_mem = f"{base10['peak_tree_mb'] / base1['peak_tree_mb']:.2f}" if base10 else "not run (would not fit)"
     print(f"# memory 10x/1x: ours {ours10['peak_tree_mb'] / ours1['peak_tree_mb']:.2f} (goal <= 1.15), "
-          f"baseline {base10['peak_tree_mb'] / base1['peak_tree_mb']:.2f}")
-    print(f"# speed-up over baseline at 10x: {rate / (base10['records'] / base10['seconds']):.2f}x; goal >= 50000 records/s")
+          f"largest process {ours10['maxrss_mb'] / ours1['maxrss_mb']:.2f}; baseline {base_mem}")
+    base = base10 or base1
+    print(f"# speed-up over baseline: {rate / (base['records'] / base['seconds']):.2f}x; goal >= 50000 records/s")
     print(f"dump_ingest_records_per_s: {rate:.0f}")
 
 

@@ -161,4 +161,5 @@ def resolve_paths(specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any
 
 
 def stage_config_hash(stage_cls: type[Stage], config: BaseModel) -> str:
-    return config_hash({"stage": stage_cls.name, "version": stage_cls.version, "config": config.model_dump(mode="json")})
+    return config_hash({"stage": stage_cls.name, "version": stage_cls.version, "config": config.model_dump(mode="json"),
+                        "fingerprint": stage_cls.fingerprint(config)})

@@ -100,6 +100,12 @@ class Stage:
         return self.name
 
     @classmethod
+    def fingerprint(cls, config: StageConfig) -> dict[str, Any]:
+        """What else decides the output besides config and version (e.g. the content of template
+        files); joins the config hash, so changing it redoes the shards."""
+        return {}
+
+    @classmethod
     def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Source stages: turn the pipeline file's ``requests:`` entries into ``requests`` rows
         (``request_id``, ``kind``, ``spec`` as canonical JSON). Raise ConfigError on a bad entry,

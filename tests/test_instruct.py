@@ -13,7 +13,7 @@ from blift import schemas
 from blift.errors import ConfigError, ErrorClass
 from blift.ids import split_of
 from blift.instruct.stage import InstructStage
-from blift.instruct.templates import TemplateError, load_template
+from blift.instruct.templates import TEMPLATES_DIR, TemplateError, load_template
 from blift.instruct.validate import InvalidInstruction, check_record, validate_record
 from blift.instruct.verbalize import describe_image, format_ratio, shorten, tidy
 from blift.stage import ShardInput
@@ -374,3 +374,16 @@ def test_validate_record_catches_broken_records():
         assert any(message in p for p in problems), (message, problems)
     with pytest.raises(InvalidInstruction, match="reddit:a:content"):
         check_record({**good, "split": "dev"})
+
+
+def test_editing_a_template_changes_the_config_hash(tmp_path):
+    """The runner redoes instruction shards when a template's text changes, not only its config."""
+    from blift.config import stage_config_hash
+
+    tpl = tmp_path / "mine.yaml"
+    tpl.write_text((TEMPLATES_DIR / "reddit_image_behavior.yaml").read_text())
+    cfg = InstructStage.Config(behavior_template=str(tpl))
+    before = stage_config_hash(InstructStage, cfg)
+    assert stage_config_hash(InstructStage, cfg) == before
+    tpl.write_text(tpl.read_text().replace("How did the audience", "How did the readers"))
+    assert stage_config_hash(InstructStage, cfg) != before

@@ -31,6 +31,7 @@ template value is missing (e.g. no title) becomes an ``invalid`` error row.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from blift import schemas
 from blift.errors import ConfigError, ErrorClass
 from blift.ids import split_of
-from blift.instruct.templates import MissingValue, Template, load_template
+from blift.instruct.templates import MissingValue, Template, load_template, template_path
 from blift.instruct.validate import check_record
 from blift.instruct.verbalize import describe_image, format_count, format_ratio, shorten, tidy
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
@@ -103,6 +104,12 @@ class InstructStage(Stage):
     Config = InstructConfig
 
     config: InstructConfig
+
+    @classmethod
+    def fingerprint(cls, config: StageConfig) -> dict[str, Any]:
+        """The templates' bytes: editing a template redoes the records it produced."""
+        return {ref: hashlib.sha256(template_path(ref)[0].read_bytes()).hexdigest()[:16]
+                for ref in (config.behavior_template, config.content_template)}
 
     def setup(self) -> None:
         """Load and cross-check the templates once per worker (a bad template fails here, early)."""
