@@ -343,15 +343,23 @@ def _collected_at(data: dict[str, Any], fallback: datetime, where: str) -> datet
     return fallback
 
 
+def _outside_subreddits(data: dict[str, Any], f: _Filters, batch: _Batch, table: str, uid: str, record_id: str) -> bool:
+    """True (and counted) when a subreddit list is set and the record is not in it."""
+    if f.subreddits is None:
+        return False
+    sub = _subreddit_of(data)
+    if isinstance(sub, str) and sub.lower() in f.subreddits:
+        return False
+    _drop(batch, f, table, uid, record_id, "subreddit", str(sub))
+    return True
+
+
 def _submission(data: dict[str, Any], f: _Filters, batch: _Batch) -> dict[str, Any] | None:
     item_id = _base36_id(data, "submission", ("id", "name"))
     where = f"submission {item_id}"
     uid = f"reddit:{item_id}"
-    if f.subreddits is not None:
-        sub = _subreddit_of(data)
-        if not isinstance(sub, str) or sub.lower() not in f.subreddits:
-            _drop(batch, f, "items", uid, item_id, "subreddit", str(sub))
-            return None
+    if _outside_subreddits(data, f, batch, "items", uid, item_id):
+        return None
     if f.since is not None or f.until is not None:
         created = _created(data, where)
         if created is _NO_DATE:
@@ -374,11 +382,8 @@ def _comment_candidate(data: dict[str, Any], f: _Filters, batch: _Batch, *, foll
     comment_id = _base36_id(data, "comment", ("id", "name"))
     link_id = _base36_id(data, f"comment {comment_id}", ("link_id",))
     uid = f"reddit:{link_id}"
-    if f.subreddits is not None:
-        sub = _subreddit_of(data)
-        if not isinstance(sub, str) or sub.lower() not in f.subreddits:
-            _drop(batch, f, "comments", uid, comment_id, "subreddit", str(sub))
-            return None
+    if _outside_subreddits(data, f, batch, "comments", uid, comment_id):
+        return None
     if not follow_items and (f.since is not None or f.until is not None):
         created = _created(data, f"comment {comment_id}")
         if created is _NO_DATE or (f.since is not None and created < f.since) or (f.until is not None and created >= f.until):
