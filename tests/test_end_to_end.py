@@ -106,3 +106,25 @@ def test_kill_9_during_collection_then_rerun(tmp_path):
         assert refs
         for ref in refs:
             assert (run_dir / dataset / ref.name).read_bytes() == ref.read_bytes(), f"{dataset}/{ref.name} differs"
+
+
+def test_a_post_in_two_listings_is_fetched_once(tmp_path):
+    client = {"client_id": "sample-client", "client_secret": "sample-secret", "user_agent": "t/0"}
+    with ReplayServer(SAMPLE) as server:
+        client["endpoint"] = server.url
+        pipe = tmp_path / "p.yaml"
+        pipe.write_text(yaml.safe_dump({"name": "twice", "stages": [
+            {"stage": "reddit.list", "config": client,
+             "requests": [{"subreddits": ["pics"], "listings": ["top", "new"], "limit": 100}]},
+            {"stage": "reddit.collect", "config": client},
+        ]}))
+        proc = blift("run", str(pipe), "--out", str(tmp_path / "run"), "--workers", "1")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        counts = dict(server.fetch_counts)
+    refs = tables.read_dataset(tmp_path / "run" / "item_refs", "item_refs")
+    assert refs.num_rows == 2 * len(set(refs.column("uid").to_pylist()))  # both listings found every post
+    assert counts and all(n == 1 for n in counts.values()), counts
+    items = tables.read_dataset(tmp_path / "run" / "items", "items").column("uid").to_pylist()
+    assert sorted(items) == sorted(set(refs.column("uid").to_pylist()))
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())["stages"]["reddit.collect"]
+    assert stats["dropped"] == {"already_collected": len(items)}

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, TypeVar
 
 import orjson
 import prawcore
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from blift.collect.reddit_client import RedditClientConfig, describe_endpoint, make_reddit
@@ -384,6 +386,8 @@ class RedditCollectConfig(RedditClientConfig):
     replace_more_limit: int | None = Field(8, ge=0, description="'more' stubs expanded per post (0: none, null: all)")
     replace_more_threshold: int = Field(0, ge=0, description="skip 'more' stubs hiding fewer comments")
     max_comments: int | None = Field(None, ge=0, description="keep at most this many comments per post, breadth-first (top level first)")
+    skip_collected_in: str | None = Field("items", description="skip posts already in another shard of this dataset "
+                                           "(a post in two listings is fetched once); null: fetch every ref")
 
 
 class RedditCollectStage(_RedditStage):
@@ -401,10 +405,30 @@ class RedditCollectStage(_RedditStage):
             uid = row["uid"]
             if uid not in best or row["rank"] < best[uid]["rank"]:
                 best[uid] = row
-        return [(uid, row) for uid, row in best.items()]
+        elsewhere = self._collected_elsewhere(shard.run_dir, shard.shard_id, set(best))
+        return [(uid, {**row, "_collected_in": elsewhere.get(uid)}) for uid, row in best.items()]
+
+    def _collected_elsewhere(self, run_dir: Path, shard_id: str, uids: set[str]) -> dict[str, str]:
+        """Posts of this shard that another finished shard already collected (a post in both the
+        top and the hot listing): fetching them again would spend the API's rate limit twice."""
+        folder = self.config.skip_collected_in  # type: ignore[attr-defined]
+        found: dict[str, str] = {}
+        if not folder:
+            return found
+        for path in sorted((run_dir / folder).glob("*.parquet")):
+            other = path.name[: -len(".parquet")]
+            if path.name.startswith(".") or other == shard_id:
+                continue
+            for uid in pq.read_table(path, columns=["uid"]).column("uid").to_pylist():
+                if uid in uids:
+                    found.setdefault(uid, other)
+        return found
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
         cfg: RedditCollectConfig = self.config  # type: ignore[assignment]
+        if payload.get("_collected_in"):
+            return RecordOutput(dropped=[{"table": "item_refs", "uid": key, "record_id": key, "reason": "already_collected",
+                                          "detail": f"in shard {payload['_collected_in']}"}])
         if payload.get("platform") != "reddit":
             raise InvalidRecord(f"{key}: field 'platform': {payload.get('platform')!r} is not reddit")
         item_id = str(payload.get("item_id") or "")
