@@ -419,10 +419,19 @@ class RedditCollectStage(_RedditStage):
             other = path.name[: -len(".parquet")]
             if path.name.startswith(".") or other == shard_id:
                 continue
-            for uid in pq.read_table(path, columns=["uid"]).column("uid").to_pylist():
-                if uid in uids:
-                    found.setdefault(uid, other)
+            for uid in uids.intersection(self._uids_of(path)):
+                found.setdefault(uid, other)
         return found
+
+    def _uids_of(self, path: Path) -> frozenset[str]:
+        """uids of a finished shard, read once per worker (re-read only if the file changed):
+        a worker runs many shards, and each would otherwise re-read every other shard."""
+        cache: dict[Path, tuple[int, frozenset[str]]] = self.__dict__.setdefault("_uid_cache", {})
+        mtime = path.stat().st_mtime_ns
+        hit = cache.get(path)
+        if hit is None or hit[0] != mtime:
+            hit = cache[path] = (mtime, frozenset(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()))
+        return hit[1]
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
         cfg: RedditCollectConfig = self.config  # type: ignore[assignment]

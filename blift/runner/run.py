@@ -23,7 +23,7 @@ from blift.runner.local import LocalExecutor, ShardFailure
 from blift.runner.manifest import file_fingerprint, matches, read_manifest, write_manifest
 from blift.runner.progress import Reporter, make_reporter
 from blift.runner.stats import stage_stats, write_stats
-from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage
+from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, input_path
 from blift.stage import Stage, StreamStage
 
 log = logging.getLogger("blift.runner")
@@ -94,17 +94,11 @@ def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: Path, ba
     return sorted(set(shards))
 
 
-def _input_file(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path:
-    if dataset == "requests":
-        return layout.requests_dir(run_dir, spec.stage_name) / f"{shard}{layout.SHARD_SUFFIX}"
-    return layout.shard_path(run_dir, spec.inputs[dataset], shard)
-
-
 def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry_failed: bool) -> StagePlan:
     run_dir = Path(spec.run_dir)
     todo, skipped = [], []
     for shard in shards:
-        fps = {d: file_fingerprint(_input_file(run_dir, spec, d, shard)) for d in stage_cls.inputs}
+        fps = {d: file_fingerprint(input_path(run_dir, spec, d, shard)) for d in stage_cls.inputs}
         manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, shard))
         ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
         if ok and retry_failed and manifest["summary"]["errors"].get("transient"):
@@ -167,7 +161,7 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     run_dir = Path(spec.run_dir)
     if any(spec.outputs[d] != d for d in spec.outputs):
         raise ConfigError(f"stage {stage_cls.name}: stream stages do not support renamed outputs")
-    fps = {s: file_fingerprint(_input_file(run_dir, spec, "requests", s)) for s in shards}
+    fps = {s: file_fingerprint(input_path(run_dir, spec, "requests", s)) for s in shards}
     manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD))
     done = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
     plan = StagePlan(stage_cls.name, [STREAM_SHARD], [] if done else [ShardTask(STREAM_SHARD, fps)],
@@ -179,7 +173,7 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     stage = build_stage(spec)
     stage.setup()
     reporter.stage_start(stage_cls.name, 1, 0, stage.describe())
-    requests = [row for s in shards for row in tables.read_shard(_input_file(run_dir, spec, "requests", s), "requests").to_pylist()]
+    requests = [row for s in shards for row in tables.read_shard(input_path(run_dir, spec, "requests", s), "requests").to_pylist()]
     t0 = time.monotonic()
     sink = BucketSink(run_dir, stage_cls.name, dict(stage_cls.outputs), stage.buckets())
     try:

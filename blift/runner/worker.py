@@ -27,7 +27,7 @@ from blift.errors import BliftError, ErrorClass, classify
 from blift.registry import load_stage
 from blift.runner import layout
 from blift.runner.journal import Journal
-from blift.runner.manifest import read_manifest, write_manifest
+from blift.runner.manifest import write_manifest
 from blift.stage import RecordFailure, RecordOutput, RecordStage, ShardInput, Stage, StageResult
 
 
@@ -111,18 +111,18 @@ def run_task(task: ShardTask) -> ShardSummary:
     return run_shard(_STAGE, _SPEC, task)
 
 
-def _input_path(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path:
-    folder = spec.inputs[dataset]
+def input_path(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path:
+    """Where one input shard of a stage lives (source stages read their own requests folder)."""
     if dataset == "requests":
         return layout.requests_dir(run_dir, spec.stage_name) / f"{shard}{layout.SHARD_SUFFIX}"
-    return layout.shard_path(run_dir, folder, shard)
+    return layout.shard_path(run_dir, spec.inputs[dataset], shard)
 
 
 def read_inputs(stage: Stage, spec: StageSpec, shard: str) -> ShardInput:
     run_dir = Path(spec.run_dir)
     loaded: dict[str, pa.Table] = {}
     for dataset, schema_name in stage.inputs.items():
-        path = _input_path(run_dir, spec, dataset, shard)
+        path = input_path(run_dir, spec, dataset, shard)
         loaded[dataset] = tables.read_shard(path, schema_name) if path.exists() else schemas.get(schema_name).empty()
     return ShardInput(shard_id=shard, tables=loaded, run_dir=run_dir)
 
@@ -344,7 +344,3 @@ def _write_manifest(stage: Stage, spec: StageSpec, task: ShardTask, summary: Sha
         },
     )
 
-
-def previous_summary(run_dir: Path, stage: str, shard: str) -> dict[str, Any] | None:
-    manifest = read_manifest(layout.manifest_path(run_dir, stage, shard))
-    return manifest.get("summary") if manifest else None
