@@ -29,4 +29,10 @@ $PIP install -q --disable-pip-version-check -U pip
 # torchvision is never installed (it would replace torch with a CUDA build).
 .venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q --disable-pip-version-check "torch==2.13.0"
 $PIP install -q --disable-pip-version-check -e ".[all]"
+# openai-whisper (the second ASR backend) without its triton dependency (~1 GB, GPU-only);
+# pip then reports triton as missing, which is expected.
+.venv/bin/python -c "import whisper" 2>/dev/null || {
+  $PIP install -q --disable-pip-version-check --no-deps "openai-whisper>=20240930"
+  $PIP install -q --disable-pip-version-check tiktoken numba more-itertools tqdm 2>&1 | grep -v -i triton || true
+}
 echo "install.sh: done ($(.venv/bin/blift version))"

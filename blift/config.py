@@ -39,6 +39,7 @@ class ReplaySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reddit: str | None = Field(default=None, description="folder of recorded Reddit posts and media")
+    youtube: str | None = Field(default=None, description="folder whose media/ is served at ${replay.youtube}/media/")
     port: int = Field(default=0, ge=0, le=65535, description="fixed port keeps URLs (and so outputs) stable")
 
 
@@ -144,7 +145,11 @@ def load_pipeline(path: Path) -> Pipeline:
 
 
 def _placeholders(pipeline: Pipeline) -> dict[str, str]:
-    return {"replay.reddit": "http://127.0.0.1:1"} if pipeline.replay and pipeline.replay.reddit else {}
+    """Stand-in values of ``${replay.*}`` so configs validate before any server runs."""
+    spec = pipeline.replay
+    if not spec:
+        return {}
+    return {f"replay.{name}": "http://127.0.0.1:1" for name in ("reddit", "youtube") if getattr(spec, name)}
 
 
 def resolve_paths(specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:

@@ -438,6 +438,7 @@ class ReplayServer:
         subreddit_status: dict[str, str] | None = None,
         now: float | None = None,
         faults: Iterable[Fault] = (),
+        static: dict[str, str | Path] | None = None,
     ) -> None:
         """
         :param comment_limit: most comments rendered by ``/comments/{id}`` (Reddit caps too);
@@ -451,6 +452,8 @@ class ReplayServer:
             subreddits redirect to search (HTTP 302) like Reddit.
         :param now: the "current" epoch second for ``t=`` time filters; default: one hour
             after the newest stored post, so stored data of any age has a useful ``t=day``.
+        :param static: ``{url_prefix: folder}`` of extra files to serve with HTTP Range support
+            (the YouTube sample's videos at ``/youtube/media/``, which yt-dlp downloads).
         """
         self.store = RedditStore(root)
         self.host, self._port = host, port
@@ -463,6 +466,7 @@ class ReplayServer:
         self.subreddit_status = {k.lower(): v for k, v in (subreddit_status or {}).items()}
         self.now = now if now is not None else self.store.newest + 3600
         self.faults = Faults(faults)
+        self.static = {"/" + k.strip("/") + "/": Path(v).resolve() for k, v in (static or {}).items()}
         self._log: list[LogEntry] = []
         self._counts: Counter[str] = Counter()
         self._tokens: dict[str, float] = {}
@@ -810,6 +814,9 @@ class _Handler(BaseHTTPRequestHandler):
             return status, self._json({"message": f"injected fault {status}", "error": status}), JSON, headers, None
         if path.startswith("/media/"):
             return (*self._media(path), None)
+        for prefix, folder in app.static.items():
+            if path.startswith(prefix):
+                return (*self._static(folder, path[len(prefix):]), None)
         is_token = path == "/api/v1/access_token"
         headers = app.rate_headers(count=not is_token)
         if float(headers["x-ratelimit-remaining"]) <= 0 and not is_token:
@@ -846,6 +853,31 @@ class _Handler(BaseHTTPRequestHandler):
             return 404, self._json({"message": "Not Found", "error": 404}), JSON, headers
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return 200, target.read_bytes(), ctype, headers
+
+    def _static(self, folder: Path, name: str) -> tuple[int, bytes, str, dict[str, str]]:
+        """A file of a static folder; honours a single ``Range: bytes=a-b`` like a CDN does."""
+        headers = {"Accept-Ranges": "bytes"}
+        target = (folder / name).resolve() if name and "/" not in name and not name.startswith(".") else None
+        if target is None or target.parent != folder or not target.is_file():
+            return 404, self._json({"message": "Not Found", "error": 404}), JSON, {}
+        data = target.read_bytes()
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        spec = (self.headers.get("Range") or "").strip()
+        if not spec.startswith("bytes=") or "," in spec:
+            return 200, data, ctype, headers
+        first, _, last = spec[len("bytes="):].partition("-")
+        try:
+            if first:
+                start, end = int(first), int(last) if last else len(data) - 1
+            else:  # suffix range: the last N bytes
+                start, end = max(0, len(data) - int(last)), len(data) - 1
+        except ValueError:
+            return 200, data, ctype, headers
+        if start >= len(data) or start > end:
+            return 416, b"", ctype, {**headers, "Content-Range": f"bytes */{len(data)}"}
+        end = min(end, len(data) - 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return 206, data[start:end + 1], ctype, headers
 
     def _admin(self, method: str, sub: str, body: bytes) -> None:
         app = self.app

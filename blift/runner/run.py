@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,24 +62,40 @@ class RunReport:
 
 @contextlib.contextmanager
 def replay_servers(pipeline: Pipeline, base: Path) -> Iterator[dict[str, str]]:
-    """Start the loopback replay servers a pipeline asks for; yield the ``${...}`` variables."""
+    """Start the loopback replay server a pipeline asks for; yield the ``${...}`` variables.
+
+    One server on one (fixed) port answers Reddit's API for ``replay.reddit`` and serves the
+    files of ``replay.youtube``/media at ``/youtube/media/`` (saved yt-dlp info dicts point there).
+    """
     variables: dict[str, str] = {}
-    if not pipeline.replay or not pipeline.replay.reddit:
+    spec = pipeline.replay
+    if not spec or not (spec.reddit or spec.youtube):
         yield variables
         return
     from blift.replay.reddit_api import ReplayServer
 
-    root = (base / pipeline.replay.reddit).resolve()
-    if not root.is_dir():
-        raise ConfigError(f"replay.reddit: folder {root} does not exist")
-    server = ReplayServer(root, port=pipeline.replay.port)
-    server.start()
-    try:
-        variables["replay.reddit"] = server.url
-        log.info("replaying recorded Reddit data from %s at %s", root, server.url)
-        yield variables
-    finally:
-        server.stop()
+    folders = {}
+    for name in ("reddit", "youtube"):
+        value = getattr(spec, name)
+        if value:
+            folders[name] = (base / value).resolve()
+            if not folders[name].is_dir():
+                raise ConfigError(f"replay.{name}: folder {folders[name]} does not exist")
+    static = {"youtube/media": folders["youtube"] / "media"} if "youtube" in folders else {}
+    with tempfile.TemporaryDirectory(prefix="blift-replay-") as empty:
+        reddit_root = folders.get("reddit")
+        if reddit_root is None:  # a YouTube-only replay: an empty Reddit store
+            reddit_root = Path(empty)
+            (reddit_root / "posts").mkdir()
+        server = ReplayServer(reddit_root, port=spec.port, static=static)
+        server.start()
+        try:
+            for name, folder in folders.items():
+                variables[f"replay.{name}"] = server.url if name == "reddit" else f"{server.url}/youtube"
+                log.info("replaying recorded %s data from %s at %s", name, folder, variables[f"replay.{name}"])
+            yield variables
+        finally:
+            server.stop()
 
 
 def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: Path, base: Path) -> list[str]:
