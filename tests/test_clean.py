@@ -274,6 +274,30 @@ def test_empty_shard_and_youtube_likes(tmp_path: Path) -> None:
     assert reasons(res) == {"y0": "duplicate"}  # the comment with more likes is the one kept
 
 
+def test_near_duplicate_threshold_per_platform(tmp_path: Path) -> None:
+    """0.6 on Reddit, 0.7 on YouTube (the paper's choices): a pair at cosine ~0.65 is a near
+    duplicate on Reddit only; a pair at ~0.9 on both."""
+    base = "This is an ordinary English comment about the photo and the light in it"
+    mid = "An English comment about this photo and the warm colours in it"  # ~0.65
+    high = "This is an ordinary English comment about the photo and the light"  # ~0.9
+
+    def pair(platform: str, uid: str, other: str) -> list[dict[str, Any]]:
+        return [dict(comment(f"{platform[0]}{k}{uid[-1]}", text, uid=uid, score=9 - k), platform=platform)
+                for k, text in enumerate([base, other])]
+
+    items = [item("reddit:p1"), item("reddit:p2"), dict(item("reddit:p3"), uid="youtube:v1", platform="youtube"),
+             dict(item("reddit:p4"), uid="youtube:v2", platform="youtube")]
+    comments = (pair("reddit", "reddit:p1", mid) + pair("reddit", "reddit:p2", high)
+                + pair("youtube", "youtube:v1", mid) + pair("youtube", "youtube:v2", high))
+    res = run_stage(items, comments, tmp_path, languages=[], toxicity_backend="none")
+    assert reasons(res) == {"r11": "near_duplicate", "r12": "near_duplicate", "y12": "near_duplicate"}
+    cosine = {d["record_id"]: float(d["detail"].split("cosine ")[1].rstrip(")")) for d in res.dropped}
+    assert 0.6 <= cosine["r11"] < 0.7 and cosine["y12"] >= 0.7
+    res = run_stage(items, comments, tmp_path, languages=[], toxicity_backend="none",
+                    near_duplicate_thresholds={"youtube": None})
+    assert reasons(res) == {"r11": "near_duplicate", "r12": "near_duplicate"}
+
+
 def test_config_is_validated() -> None:
     with pytest.raises(ValidationError):
         CleanStage.Config(near_duplicate_treshold=0.5)  # typo: unknown keys are errors

@@ -221,3 +221,23 @@ def test_cli_runs_in_its_own_process_with_admin_hooks(store: Path, tmp_path: Pat
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_static_folder_with_ranges(store: Path, tmp_path: Path) -> None:
+    """The YouTube sample's videos: served under a prefix, byte ranges as yt-dlp may ask."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    data = bytes(range(256)) * 40
+    (folder / "clip.mp4").write_bytes(data)
+    with ReplayServer(store, static={"youtube/media": folder}) as srv:
+        url = f"{srv.url}/youtube/media/clip.mp4"
+        full = requests.get(url, timeout=5)
+        assert full.status_code == 200 and full.content == data
+        assert full.headers["Content-Type"] == "video/mp4" and full.headers["Accept-Ranges"] == "bytes"
+        part = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=5)
+        assert part.status_code == 206 and part.content == data[100:200]
+        assert part.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+        tail = requests.get(url, headers={"Range": "bytes=10000-"}, timeout=5)
+        assert tail.status_code == 206 and tail.content == data[10000:]
+        assert requests.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=5).status_code == 416
+        assert requests.get(f"{srv.url}/youtube/media/missing.mp4", timeout=5).status_code == 404
