@@ -153,14 +153,21 @@ def _placeholders(pipeline: Pipeline) -> dict[str, str]:
 
 
 def resolve_paths(specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
-    """Relative file paths in request specs (``submissions``, ``comments``, ``paths``) are relative
-    to the pipeline file."""
+    """Relative file paths in request specs (dump files: ``submissions``, ``comments``, ``paths``,
+    ``files``; YouTube: ``url_file``, ``info_json_dir``) are relative to the pipeline file."""
+
+    def absolute(p: Any) -> str:
+        return str(p) if Path(str(p)).is_absolute() else str((base / str(p)).resolve())
+
     out = []
     for spec in specs:
         spec = dict(spec)
         for key in ("submissions", "comments", "paths", "files"):
             if key in spec and isinstance(spec[key], list):
-                spec[key] = [str(p) if Path(str(p)).is_absolute() else str((base / str(p)).resolve()) for p in spec[key]]
+                spec[key] = [absolute(p) for p in spec[key]]
+        for key in ("url_file", "info_json_dir"):
+            if isinstance(spec.get(key), str):
+                spec[key] = absolute(spec[key])
         out.append(spec)
     return out
 

@@ -449,7 +449,7 @@ def test_config_defaults_and_validation(tmp_path: Path) -> None:
     line = stage.describe()
     assert line.startswith("media.download") and "public addresses only" in line
     assert (DownloadStage.name, DownloadStage.inputs, DownloadStage.outputs) == (
-        "media.download", {"items": "items"}, {"media": "media"}
+        "media.download", {"items": "items", "videos": "videos"}, {"media": "media"}
     )
 
 

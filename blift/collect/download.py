@@ -1,8 +1,11 @@
-"""``media.download``: fetch the images of image and gallery posts into a content-addressed store.
+"""``media.download``: fetch the images of image and gallery posts into a content-addressed store,
+and describe the video files ``youtube.collect`` already stored.
 
-One item in, one ``media`` row per entry of its ``media_urls`` out (gallery order kept). Items
-that are not images (videos, links, text) get a single ``skipped`` row so every item is
-accounted for. Permanent facts about a URL (404, not an image, too large, a decompression bomb,
+One item in, one ``media`` row per entry of its ``media_urls`` out (gallery order kept). Video
+items with a ``videos`` row get one row from that row's file: probed with ffprobe when the
+collector stored it (duration, fps, size, audio), or carrying the collector's skipped/failed
+status and reason. Other items (links, text, videos nobody downloaded) get a single ``skipped``
+row so every item is accounted for. Permanent facts about a URL (404, not an image, too large, a decompression bomb,
 a blocked address) become ``failed`` rows with a reason; anything a later run may fix
 (timeouts, resets, 429/5xx once retries are spent) raises :class:`TransientError` for the whole
 record, so the runner logs it and ``--retry-failed`` redoes it.
@@ -22,6 +25,7 @@ from pydantic import Field, field_validator
 from blift import __version__
 from blift.collect.http_fetch import AddressGuard, Fetcher, FetchPolicy, FetchRejected, HostRateLimiter
 from blift.collect.media_store import ImageRejected, MediaStore, probe_image, require_image_head
+from blift.collect.video_probe import VideoRejected, probe_video
 from blift.errors import InvalidRecord
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
 
@@ -49,8 +53,8 @@ class DownloadStage(RecordStage):
     """Download and verify the images of image/gallery items."""
 
     name: ClassVar[str] = "media.download"
-    version: ClassVar[int] = 1
-    inputs: ClassVar[dict[str, str]] = {"items": "items"}
+    version: ClassVar[int] = 2  # 2: video items with a collected file get a probed row
+    inputs: ClassVar[dict[str, str]] = {"items": "items", "videos": "videos"}  # videos: optional
     outputs: ClassVar[dict[str, str]] = {"media": "media"}
     key_column: ClassVar[str] = "uid"
     resources: ClassVar[str] = "io"
@@ -149,7 +153,12 @@ class DownloadStage(RecordStage):
     # ------------------------------------------------------------------ records
 
     def records(self, shard: ShardInput) -> list[tuple[str, Any]]:
-        """One record per item row, keyed by uid (a repeated uid keeps its first row)."""
+        """One record per item row, keyed by uid (a repeated uid keeps its first row). A video
+        item carries its ``videos`` row (the collector's download result) under ``_video``."""
+        videos: dict[str, dict[str, Any]] = {}
+        if "videos" in shard.tables:
+            for row in shard.rows("videos"):
+                videos.setdefault(row["uid"], row)
         out: list[tuple[str, Any]] = []
         seen: set[str] = set()
         for row in shard.rows("items"):
@@ -158,7 +167,8 @@ class DownloadStage(RecordStage):
                 log.warning("media.download: shard %s repeats item %s; keeping its first row", shard.shard_id, uid)
                 continue
             seen.add(uid)
-            out.append((uid, row))
+            video = videos.get(uid) if row.get("media_kind") == "video" else None
+            out.append((uid, {**row, "_video": video} if video is not None else row))
         return out
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
@@ -170,6 +180,14 @@ class DownloadStage(RecordStage):
         kind = payload.get("media_kind")
         urls = payload.get("media_urls") or []
         counts: Counter[str] = Counter()
+
+        video = payload.get("_video")
+        if kind == "video" and isinstance(video, dict):
+            row = self._video(uid, urls[0] if urls and isinstance(urls[0], str) else (payload.get("url") or ""), video)
+            counts[f"media_{row['status']}"] += 1
+            if row["status"] != "ok":
+                counts[f"{row['status']}_{row['reason']}"] += 1
+            return RecordOutput(tables={"media": [row]}, counters=dict(counts))
 
         if kind not in DOWNLOADABLE_KINDS or not urls:
             reason = "unsupported_kind" if kind not in DOWNLOADABLE_KINDS else "no_media"
@@ -209,4 +227,27 @@ class DownloadStage(RecordStage):
             uid, 0, url, "ok",
             sha256=stored.sha256, path=stored.path, mime=facts.mime, bytes=len(fetched.body),
             width=facts.width, height=facts.height,
+        )  # fmt: skip
+
+    def _video(self, uid: str, url: str, video: dict[str, Any]) -> dict[str, Any]:
+        """The media row of a video the collector handled: its file probed, or its status kept."""
+        status = video.get("file_status")
+        if status != "ok":
+            return media_row(uid, 0, url, status if status in ("skipped", "failed") else "failed",
+                             reason=video.get("file_reason") or "not_downloaded", error=video.get("file_error"))
+        rel = video.get("file_path")
+        path = self.run_dir / rel if rel else None
+        if path is None or not path.is_file():
+            return media_row(uid, 0, url, "failed", reason="missing_file",
+                             error=f"videos row names {rel!r}, which is not in the run folder")
+        try:
+            facts = probe_video(path)
+        except VideoRejected as exc:
+            return media_row(uid, 0, url, "failed", reason=exc.reason, error=str(exc),
+                             sha256=video.get("file_sha256"), path=rel, bytes=path.stat().st_size)
+        return media_row(
+            uid, 0, url, "ok",
+            sha256=video.get("file_sha256"), path=rel, mime=facts.mime, bytes=path.stat().st_size,
+            width=facts.width, height=facts.height, duration_s=facts.duration_s, fps=facts.fps,
+            has_audio=facts.has_audio,
         )  # fmt: skip

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -246,3 +249,32 @@ class MediaStore:
             pass
         atomic_write_bytes(target, data)
         return StoredFile(sha, rel, created=True)
+
+    def put_file(self, src: Path, ext: str, chunk_size: int = 1 << 20) -> tuple[StoredFile, int]:
+        """Move a (large) file into the store: hash it in chunks, never holding it in memory, then
+        rename it into place (same filesystem: the run folder). Returns (stored, size). When the
+        content is already stored, ``src`` is deleted and the existing file kept."""
+        src = Path(src)
+        digest = hashlib.sha256()
+        size = 0
+        with open(src, "rb") as fh:
+            while chunk := fh.read(chunk_size):
+                digest.update(chunk)
+                size += len(chunk)
+        sha = digest.hexdigest()
+        rel = self.relpath(sha, ext)
+        target = self.run_dir / rel
+        try:
+            if target.stat().st_size == size:
+                src.unlink()
+                return StoredFile(sha, rel, created=False), size
+        except FileNotFoundError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            shutil.move(str(src), tmp)  # a rename on the same filesystem, a copy otherwise
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredFile(sha, rel, created=True), size
