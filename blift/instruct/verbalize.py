@@ -83,14 +83,14 @@ def _join(words: Iterable[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _sentence(text: str) -> str:
+def as_sentence(text: str) -> str:
     text = text.strip()
     if text and text[-1] not in ".!?…\"'":
         text += "."
     return text
 
 
-def _orientation(attrs: Mapping[str, Any]) -> str | None:
+def orientation_of(attrs: Mapping[str, Any]) -> str | None:
     found = attrs.get("orientation")
     if found:
         return str(found).lower()
@@ -103,7 +103,7 @@ def _orientation(attrs: Mapping[str, Any]) -> str | None:
 
 
 def _shape_sentence(attrs: Mapping[str, Any]) -> str | None:
-    orientation = _orientation(attrs)
+    orientation = orientation_of(attrs)
     width, height = attrs.get("width"), attrs.get("height")
     size = f"{int(width)}x{int(height)} pixels" if width and height else None
     if orientation and size:
@@ -131,7 +131,7 @@ def _colours_sentence(colours: Any) -> str | None:
     return f"Dominant colours: {_join(parts)}." if parts else None
 
 
-def _named_colours(label: str, names: Any) -> str | None:
+def named_colours(label: str, names: Any) -> str | None:
     words = list(dict.fromkeys(colour_words(n) for n in names or [] if n))
     return f"{label} colours: {_join(words[:MAX_COLOURS])}." if words else None
 
@@ -146,8 +146,8 @@ def describe_image(attrs: Mapping[str, Any]) -> str:
     out: list[str | None] = [
         _shape_sentence(attrs),
         _colours_sentence(attrs.get("colors")),
-        _named_colours("Foreground", attrs.get("foreground_colors")),
-        _named_colours("Background", attrs.get("background_colors")),
+        named_colours("Foreground", attrs.get("foreground_colors")),
+        named_colours("Background", attrs.get("background_colors")),
     ]
     tone, complexity = attrs.get("tone"), attrs.get("complexity")
     if tone:
@@ -159,7 +159,7 @@ def describe_image(attrs: Mapping[str, Any]) -> str:
         out.append(f'On-screen text: "{shorten(ocr, MAX_OCR_CHARS)}".')
     caption = tidy(attrs.get("caption"))
     if caption:
-        out.append("Caption: " + _sentence(shorten(caption, MAX_CAPTION_CHARS)))
+        out.append("Caption: " + as_sentence(shorten(caption, MAX_CAPTION_CHARS)))
     keywords = list(dict.fromkeys(k for k in (tidy(k) for k in attrs.get("keywords") or []) if k))
     if keywords:
         out.append(f"Keywords: {', '.join(keywords[:MAX_KEYWORDS])}.")
