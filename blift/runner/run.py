@@ -161,9 +161,18 @@ def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str,
             "stage": stage_cls.name, "shard": f.shard, "record_key": "*", "error_class": "transient",
             "error_type": f.error_type, "message": f.message, "attempts": f.attempts}], "errors")
 
+    described: list[str] = []
+
+    def done(summary: ShardSummary) -> None:
+        # Workers log nothing themselves; the first summary says which backend/model/device the
+        # stage's workers set up (after setup(), so "cuda" means a GPU was really found).
+        if summary.describe and not described:
+            described.append(summary.describe)
+            log.info("stage %s: %s", stage_cls.name, summary.describe)
+        reporter.shard_done(stage_cls.name, summary)
+
     workers = entry.workers or opts.workers
-    LocalExecutor(workers, max_attempts=opts.max_attempts).run(
-        spec, plan.todo, lambda s: reporter.shard_done(stage_cls.name, s), failed)
+    LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
     stats = stage_stats(run_dir, stage_cls.name, shards)
     stats["shards_failed"] = len(failures)
     reporter.stage_end(stage_cls.name, stats)

@@ -92,9 +92,13 @@ def build_stage(spec: StageSpec) -> Stage:
     return cls(cls.Config.model_validate(spec.config), Path(spec.run_dir))
 
 
-def init_worker(spec: StageSpec, parent_pid: int) -> None:
+def init_worker(spec: StageSpec, parent_pid: int, threads: int | None = None) -> None:
+    """Build and set up the stage once per worker. ``threads``: the worker's share of the cores,
+    given to OpenMP-based libraries (torch, CTranslate2) unless the user set OMP_NUM_THREADS."""
     global _STAGE, _SPEC, _INIT_ERROR
     _watch_parent(parent_pid)
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
     _SPEC = spec
     try:
