@@ -3,8 +3,10 @@
 These are the parts of the paper's scene verbalization that need no learned weights. Captions
 and keywords are left null for the captioning stage; this stage never invents them.
 
-:class:`ImageAnalyzer` works on a PIL image, so the video path can run it on scene keyframes and
-add the ``scene`` number itself.
+:class:`ImageAnalyzer` works on a PIL image, so the video path runs it on every scene keyframe
+the ``scenes`` stage stored (optional input ``scenes``) and sets the ``scene`` number: one row
+per scene, sized like the keyframe. Without a scenes table (no ``scenes`` stage in the
+pipeline) videos are only counted.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class AttributesStage(Stage):
 
     name: ClassVar[str] = "attributes"
     version: ClassVar[int] = 1
-    inputs: ClassVar[dict[str, str]] = {"media": "media"}
+    inputs: ClassVar[dict[str, str]] = {"media": "media", "scenes": "scenes"}
     outputs: ClassVar[dict[str, str]] = {"attributes": "attributes"}
     Config: ClassVar[type[StageConfig]] = AttributesConfig
     resources: ClassVar[str] = "cpu"
@@ -178,13 +180,19 @@ class AttributesStage(Stage):
             "media_not_ok": 0,
             "ocr_text_found": 0,
             "ocr_failed": 0,
+            "video_scenes": 0,
+            "video_without_scenes": 0,
         }
+        scenes = _scenes_by_media(shard)
         for row in media:
             if row.get("status") != "ok":
                 counters["media_not_ok"] += 1  # the download stage accounts for these
                 continue
-            if not str(row.get("mime") or "").startswith("image/"):
-                counters["not_image"] += 1  # videos get their attributes per scene keyframe
+            mime = str(row.get("mime") or "")
+            if not mime.startswith("image/"):
+                counters["not_image"] += 1
+                if mime.startswith("video/"):  # videos get their attributes per scene keyframe
+                    self._video(row, scenes.get((row["uid"], row["index"]), []), shard.run_dir, out, errors, counters)
                 continue
             uid, index = row["uid"], row["index"]
             key = f"{uid}#{index}"
@@ -215,6 +223,56 @@ class AttributesStage(Stage):
             )
         table = schemas.get("attributes").from_rows(out, where=f"{self.name} shard {shard.shard_id}: ")
         return StageResult(tables={"attributes": table}, records_in=len(media), errors=errors, counters=counters)
+
+    def _video(self, row: dict[str, Any], scenes: list[dict[str, Any]], run_dir: Path, out: list[dict[str, Any]],
+               errors: list[RecordFailure], counters: dict[str, int]) -> None:
+        """One attributes row per scene keyframe of a video; a missing or unreadable keyframe is
+        an error of that scene (named by uid, media index, scene and path), the others stand."""
+        uid, index = row["uid"], row["index"]
+        if not scenes:
+            counters["video_without_scenes"] += 1  # the scenes stage accounts for why
+            return
+        for scene in scenes:
+            key = f"{uid}#{index}#{scene['scene']}"
+            rel = scene.get("keyframe_path")
+            try:
+                if not rel:
+                    raise PermanentError(f"{uid}#{index} scene {scene['scene']}: scene row has no keyframe_path",
+                                         error_type="missing_path")
+                path = run_dir / rel
+                if not path.is_file():
+                    raise PermanentError(f"{uid}#{index} scene {scene['scene']}: keyframe {rel} is missing from the run folder",
+                                         error_type="missing_file")
+                img, (width, height) = open_image(path, self.analyzer.decode_side())
+                attrs, ocr_error = self.analyzer.analyze(img)
+            except BliftError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad keyframe must not kill the shard
+                errors.append(_failure(key, rel, exc))
+                continue
+            if ocr_error:
+                counters["ocr_failed"] += 1
+                log.warning("%s: %s: OCR failed, ocr_text left null: %s", self.name, key, ocr_error)
+            elif attrs["ocr_text"]:
+                counters["ocr_text_found"] += 1
+            counters["video_scenes"] += 1
+            attrs.update(width=width, height=height, orientation=orientation(width, height))
+            out.append({"uid": uid, "media_index": index, "scene": scene["scene"], **attrs,
+                        "caption": None, "keywords": None})
+
+
+def _scenes_by_media(shard: ShardInput) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Scene rows grouped by (uid, media_index), in scene order. The input is optional: a shard
+    built without it (or a pipeline without a scenes stage) has none."""
+    table = shard.tables.get("scenes")
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if table is None:
+        return grouped
+    for scene in table.to_pylist():
+        grouped.setdefault((scene["uid"], scene["media_index"]), []).append(scene)
+    for rows in grouped.values():
+        rows.sort(key=lambda r: r["scene"])
+    return grouped
 
 
 def _failure(key: str, rel: str | None, exc: Exception) -> RecordFailure:
