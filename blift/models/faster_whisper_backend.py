@@ -1,0 +1,114 @@
+"""faster-whisper (CTranslate2) behind the ``Transcriber`` interface: the default backend.
+
+Why it is the default: on CPU with int8 weights it runs Whisper several times faster than the
+PyTorch reference at the same accuracy, and it ships a Silero VAD filter that skips silence
+(and the hallucinations Whisper produces on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from blift.errors import ConfigError
+from blift.models.transcriber import (
+    SAMPLE_RATE,
+    Segment,
+    Transcriber,
+    TranscriberOptions,
+    Transcript,
+    Word,
+    load_audio,
+    resolve_faster_whisper_model,
+)
+
+log = logging.getLogger(__name__)
+
+
+def cuda_available() -> bool:
+    """Whether CTranslate2 (not torch: faster-whisper does not use it) sees a CUDA device."""
+    import ctranslate2
+
+    try:
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # noqa: BLE001 - a CPU-only build may raise instead of answering 0
+        return False
+
+
+class FasterWhisperTranscriber(Transcriber):
+    backend: ClassVar[str] = "faster-whisper"
+
+    def __init__(self, options: TranscriberOptions) -> None:
+        super().__init__(options)
+        from faster_whisper import WhisperModel
+
+        if options.device == "auto":
+            self.device = "cuda" if cuda_available() else "cpu"
+        elif options.device == "cuda" and not cuda_available():
+            raise ConfigError("asr: device 'cuda' was configured but CTranslate2 sees no CUDA device; "
+                              "use device: auto or cpu")
+        if options.compute_type == "auto":
+            self.compute_type = "float16" if self.device == "cuda" else "int8"
+        resolved = resolve_faster_whisper_model(options)
+        self.model_source = resolved.source
+        self.model_origin = resolved.origin
+        try:
+            self.model = WhisperModel(
+                resolved.source,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=options.cpu_threads,
+                download_root=options.download_root,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ConfigError(f"asr: faster-whisper could not load model {options.model!r} from "
+                              f"{resolved.source} ({resolved.origin}) on {self.device}/{self.compute_type}: {exc}") from None
+        log.info("faster-whisper: model %s from %s (%s) on %s, compute type %s",
+                 options.model, resolved.source, resolved.origin, self.device, self.compute_type)
+
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.model.supported_languages)
+
+    def transcribe(self, audio_path: str | Path | np.ndarray, language: str | None = None) -> Transcript:
+        audio = audio_path if isinstance(audio_path, np.ndarray) else load_audio(audio_path)
+        duration = len(audio) / SAMPLE_RATE
+        if len(audio) == 0:
+            return Transcript(language=language, language_probability=None, duration_s=0.0)
+        opts = self.options
+        segments, info = self.model.transcribe(
+            audio,
+            language=language,
+            beam_size=opts.beam_size,
+            vad_filter=opts.vad,
+            word_timestamps=opts.word_timestamps,
+        )
+        # The features are computed; the generator no longer needs the samples. Dropping our
+        # reference frees them (when we decoded them) before the long decoding loop starts.
+        del audio
+        # Segments are produced lazily, window by window, in time order: consuming the generator
+        # here is what runs the model.
+        out = tuple(seg for seg in (_segment(s) for s in segments) if seg.text)
+        return Transcript(
+            language=info.language,
+            language_probability=float(info.language_probability),
+            duration_s=float(info.duration or duration),
+            segments=out,
+        )
+
+
+def _segment(s: Any) -> Segment:
+    words = tuple(
+        Word(start=float(w.start), end=float(w.end), word=w.word.strip(), probability=float(w.probability))
+        for w in (s.words or ())
+    )
+    return Segment(
+        start=float(s.start),
+        end=float(s.end),
+        text=s.text.strip(),
+        avg_logprob=float(s.avg_logprob),
+        no_speech_prob=float(s.no_speech_prob),
+        words=words,
+    )
