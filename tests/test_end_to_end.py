@@ -52,12 +52,53 @@ def test_sample_pipeline_runs_to_a_release_that_load_dataset_reads(tmp_path):
     assert rec["conversations"][0]["value"].startswith("<image>\n")
     assert sum(t["value"].count("<image>") for t in rec["conversations"]) == 1
     assert all((release / p).exists() for p in rec["media"])
-    behavior = [r for r in ds["train"] if r["task"] == "behavior"]
+    behavior = [r for r in ds["train"] if r["task"] == "behavior" and r["platform"] == "reddit"]
     assert behavior and all(isinstance(r["targets"]["score"], int) for r in behavior)
+    _check_video_path(run_dir, stats, [r for s in ds for r in ds[s] if r["platform"] == "youtube"])
 
     again = blift("run", str(ROOT / "pipelines" / "sample.yaml"), "--out", str(run_dir), "--no-release")
     assert again.returncode == 0
     assert "0 shard(s) to run" in again.stderr  # every stage skipped: nothing collected twice
+
+
+def _check_video_path(run_dir: Path, stats: dict, records: list[dict]) -> None:
+    """The YouTube half of the sample: rules, exact cuts, speech, frames, records."""
+    import numpy as np
+
+    expected = json.loads((ROOT / "samples" / "youtube" / "expected.json").read_text())
+    assert stats["youtube.collect"]["dropped"] == {"few_views": 1}  # ytsample003, never downloaded
+    kept = sorted(v for v, e in expected.items() if e["views"] >= 10_000)
+    scenes = tables.read_dataset(run_dir / "scenes", "scenes").to_pylist()
+    for vid in kept:
+        found = sorted((s["start_frame"], s["end_frame"]) for s in scenes if s["uid"] == f"youtube:{vid}")
+        assert found == [(b["start_frame"], b["end_frame"]) for b in expected[vid]["scenes"]]
+        assert all((run_dir / s["keyframe_path"]).is_file() for s in scenes if s["uid"] == f"youtube:{vid}")
+    transcripts = {t["uid"]: t for t in tables.read_dataset(run_dir / "transcripts", "transcripts").to_pylist()}
+    assert sorted(transcripts) == [f"youtube:{v}" for v in kept]
+    assert all(t["status"] == "ok" and t["language"] == "en" for t in transcripts.values())
+    assert {"workshop", "fractal"} <= set(transcripts["youtube:ytsample001"]["text"].lower().replace(".", " ").split())
+    attrs = tables.read_dataset(run_dir / "attributes", "attributes").to_pylist()
+    assert sum(1 for a in attrs if a["scene"] is not None) == len(scenes)
+    assert stats["caption"]["out"].get("captions", 0) == 0 and stats["caption"]["counters"]["skipped_no_model"] > 0
+
+    assert sorted({r["uid"] for r in records}) == [f"youtube:{v}" for v in kept]
+    assert sorted(r["task"] for r in records) == ["behavior", "behavior", "content", "content"]
+    for rec in records:
+        assert rec["media_kind"] == "video" and rec["media"][0].endswith(".npy")
+        frames = np.load(run_dir / "release" / rec["media"][0])
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (3, 224, 224)
+        text = "\n".join(turn["value"] for turn in rec["conversations"])
+        assert text.count("<image>") == 1 and "Scene 1 (0:00-0:04)" in text  # verbalized scene by scene
+        if rec["task"] == "behavior":
+            t = rec["targets"]
+            n_scenes = len(expected[rec["uid"].split(":")[1]]["scenes"])
+            assert t["view_count"] > 10_000 and len(t["scene_replay"]) == n_scenes
+            assert t["like_ratio"] == t["like_count"] / t["view_count"]
+            assert t["comment_scores"] == sorted(t["comment_scores"], reverse=True)
+        else:
+            assert rec["targets"] is None
+    one = next(r for r in records if r["uid"] == "youtube:ytsample001" and r["task"] == "behavior")
+    assert one["targets"]["most_replayed_scenes"][0] == 1  # the heatmap peaks in the colour-bars scene
 
 
 def _pipeline(path: Path, url: str) -> Path:
