@@ -102,7 +102,9 @@ def test_dying_worker_is_replaced_and_finished_records_are_not_redone(tmp_path):
     markers.mkdir()
     make_refs(run_dir, {"part-0": ["x1", "x2", "die1", "x3"], "part-1": ["y1", "y2"]})
     pipe = write_pipeline(tmp_path / "p.yaml", markers)
-    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False))
+    # One worker: a broken pool also kills whatever record another worker had in flight (it is
+    # redone, as it must be), which would make the exact call counts below depend on timing.
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
     assert not report.failed
     c = calls(markers)
     assert c["reddit:die1"] == 2  # the record whose process died is redone...
