@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from PIL import Image
 from pydantic import Field, field_validator
 
 from blift import __version__
+from blift.collect.fields import relative_folder
 from blift.collect.http_fetch import AddressGuard, Fetcher, FetchPolicy, FetchRejected, HostRateLimiter
 from blift.collect.media_store import ImageRejected, MediaStore, probe_image, require_image_head
 from blift.collect.video_probe import VideoRejected, probe_video
@@ -78,10 +78,7 @@ class DownloadStage(RecordStage):
         @field_validator("store")
         @classmethod
         def _relative_store(cls, value: str) -> str:
-            rel = PurePosixPath(value)
-            if not value or rel.is_absolute() or ".." in rel.parts:
-                raise ValueError(f"store must be a relative folder inside the run folder, got {value!r}")
-            return value
+            return relative_folder(value)
 
         @field_validator("deny_networks")
         @classmethod

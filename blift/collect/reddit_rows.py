@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from blift.collect.fields import float_field, int_field
 from blift.errors import InvalidRecord
 from blift.ids import author_hash, author_kind, author_salt, pack_raw, utc_from_epoch
 
@@ -19,26 +20,6 @@ REDDIT = "https://www.reddit.com"
 IMAGE_HOSTS = {"i.redd.it", "i.imgur.com", "preview.redd.it", "i.reddituploads.com"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 VIDEO_EXTS = (".gifv", ".mp4", ".webm", ".mov")
-
-
-def _int(data: dict[str, Any], field: str, where: str) -> int | None:
-    value = data.get(field)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidRecord(f"{where}: field {field!r}: expected an integer, got {value!r:.60}") from None
-
-
-def _float(data: dict[str, Any], field: str, where: str) -> float | None:
-    value = data.get(field)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidRecord(f"{where}: field {field!r}: expected a number, got {value!r:.60}") from None
 
 
 def _time(data: dict[str, Any], field: str, where: str) -> datetime | None:
@@ -129,13 +110,13 @@ def item_row(data: dict[str, Any], *, source: str, collected_at: datetime) -> di
         "over_18": _bool(data.get("over_18")),
         "spoiler": _bool(data.get("spoiler")),
         "license": None,
-        "score": _int(data, "score", where),
-        "upvote_ratio": _float(data, "upvote_ratio", where),
-        "num_comments": _int(data, "num_comments", where),
+        "score": int_field(data, "score", where),
+        "upvote_ratio": float_field(data, "upvote_ratio", where),
+        "num_comments": int_field(data, "num_comments", where),
         "view_count": None,
         "like_count": None,
         "comment_count": None,
-        "subscriber_count": _int(data, "subreddit_subscribers", where),
+        "subscriber_count": int_field(data, "subreddit_subscribers", where),
         "heatmap": None,
         "raw": pack_raw(data, salt=salt),
     }
@@ -162,7 +143,7 @@ def comment_row(data: dict[str, Any], *, depth: int, collected_at: datetime, uid
         "parent_id": _strip_prefix(parent) if parent and str(parent).startswith("t1_") else None,
         "depth": depth,
         "text": _text(data.get("body")),
-        "score": _int(data, "score", where),
+        "score": int_field(data, "score", where),
         "like_count": None,
         "author_hash": author_hash(author, salt),
         "author_kind": author_kind(author),

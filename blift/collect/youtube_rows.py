@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from blift.collect.fields import int_field
 from blift.errors import InvalidRecord
 from blift.ids import author_hash, author_kind, author_salt, pack_raw, utc_from_epoch
 
@@ -80,16 +81,6 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return str(value).encode("utf-8", "replace").decode("utf-8")
-
-
-def _int(info: dict[str, Any], field: str, where: str) -> int | None:
-    value = info.get(field)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidRecord(f"{where}: field {field!r}: expected an integer, got {value!r:.60}") from None
 
 
 def _float(value: Any) -> float | None:
@@ -174,7 +165,7 @@ def item_row(info: dict[str, Any], *, uid: str, item_id: str, source: str, colle
     """An ``items`` row; ``source`` is ``api`` (live extraction) or ``info_json``."""
     where = f"video {item_id}"
     page = _text(info.get("webpage_url") or info.get("original_url"))
-    age = _int(info, "age_limit", where)
+    age = int_field(info, "age_limit", where)
     channel = info.get("channel") or info.get("uploader")
     return {
         "uid": uid,
@@ -199,10 +190,10 @@ def item_row(info: dict[str, Any], *, uid: str, item_id: str, source: str, colle
         "score": None,
         "upvote_ratio": None,
         "num_comments": None,
-        "view_count": _int(info, "view_count", where),
-        "like_count": _int(info, "like_count", where),
-        "comment_count": _int(info, "comment_count", where),
-        "subscriber_count": _int(info, "channel_follower_count", where),
+        "view_count": int_field(info, "view_count", where),
+        "like_count": int_field(info, "like_count", where),
+        "comment_count": int_field(info, "comment_count", where),
+        "subscriber_count": int_field(info, "channel_follower_count", where),
         "heatmap": heatmap(info),
         "raw": raw_info(info),
     }
@@ -224,10 +215,10 @@ def video_row(info: dict[str, Any], *, uid: str, source_info: str, subtitles: li
         "upload_date": _text(info.get("upload_date")),
         "channel_id": _text(info.get("channel_id")),
         "channel_name": _text(info.get("channel") or info.get("uploader")),
-        "channel_follower_count": _int(info, "channel_follower_count", where),
+        "channel_follower_count": int_field(info, "channel_follower_count", where),
         "categories": _strings(info.get("categories")),
         "tags": _strings(info.get("tags")),
-        "age_limit": _int(info, "age_limit", where),
+        "age_limit": int_field(info, "age_limit", where),
         "availability": _text(info.get("availability")),
         "language": _text(info.get("language")),
         "chapters": chapters(info),
@@ -270,7 +261,7 @@ def comment_rows(info: dict[str, Any], *, uid: str, collected_at: datetime, limi
             "depth": 0 if is_root else 1,
             "text": _text(c.get("text")),
             "score": None,
-            "like_count": _int(c, "like_count", f"comment {c['id']}"),
+            "like_count": int_field(c, "like_count", f"comment {c['id']}"),
             "author_hash": author_hash(c.get("author_id") or author, salt),
             "author_kind": author_kind(author) if author is not None else "deleted",
             "created_at": created,

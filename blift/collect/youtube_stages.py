@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, field_validator
 
+from blift.collect.fields import relative_folder
 from blift.collect.media_store import MediaStore
 from blift.collect.youtube_client import (
     DEFAULT_FORMAT,
@@ -350,10 +351,7 @@ class YoutubeCollectConfig(YoutubeClientConfig):
     @field_validator("store")
     @classmethod
     def _relative_store(cls, value: str) -> str:
-        rel = PurePosixPath(value)
-        if not value or rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"store must be a relative folder inside the run folder, got {value!r}")
-        return value
+        return relative_folder(value)
 
     def rules(self) -> Rules:
         return Rules(min_views=self.min_views or None, exclude_categories=tuple(self.exclude_categories),

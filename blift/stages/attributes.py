@@ -195,32 +195,12 @@ class AttributesStage(Stage):
                     self._video(row, scenes.get((row["uid"], row["index"]), []), shard.run_dir, out, errors, counters)
                 continue
             uid, index = row["uid"], row["index"]
-            key = f"{uid}#{index}"
-            rel = row.get("path")
-            try:
-                if not rel:
-                    raise PermanentError(f"{key}: media row has status ok but no path", error_type="missing_path")
-                path = shard.run_dir / rel
-                if not path.is_file():
-                    raise PermanentError(f"{key}: media file {rel} is missing from the run folder", error_type="missing_file")
-                img, (width, height) = open_image(path, self.analyzer.decode_side())
-                attrs, ocr_error = self.analyzer.analyze(img)
-            except BliftError:
-                raise  # configuration problems end the run with their own message
-            except Exception as exc:  # noqa: BLE001 - one bad file must not kill the shard
-                errors.append(_failure(key, rel, exc))
-                continue
-            if ocr_error:
-                counters["ocr_failed"] += 1
-                log.warning("%s: %s: OCR failed, ocr_text left null: %s", self.name, key, ocr_error)
-            elif attrs["ocr_text"]:
-                counters["ocr_text_found"] += 1
-            counters["images"] += 1
-            # Sizes and orientation describe the full picture, not the reduced decode.
-            attrs.update(width=width, height=height, orientation=orientation(width, height))
-            out.append(
-                {"uid": uid, "media_index": index, "scene": None, **attrs, "caption": None, "keywords": None}
-            )
+            attrs = self._analyze(f"{uid}#{index}", f"{uid}#{index}: media", row.get("path"), shard.run_dir,
+                                  errors, counters)
+            if attrs is not None:
+                counters["images"] += 1
+                out.append({"uid": uid, "media_index": index, "scene": None, **attrs, "caption": None,
+                            "keywords": None})
         table = schemas.get("attributes").from_rows(out, where=f"{self.name} shard {shard.shard_id}: ")
         return StageResult(tables={"attributes": table}, records_in=len(media), errors=errors, counters=counters)
 
@@ -233,32 +213,38 @@ class AttributesStage(Stage):
             counters["video_without_scenes"] += 1  # the scenes stage accounts for why
             return
         for scene in scenes:
-            key = f"{uid}#{index}#{scene['scene']}"
-            rel = scene.get("keyframe_path")
-            try:
-                if not rel:
-                    raise PermanentError(f"{uid}#{index} scene {scene['scene']}: scene row has no keyframe_path",
-                                         error_type="missing_path")
-                path = run_dir / rel
-                if not path.is_file():
-                    raise PermanentError(f"{uid}#{index} scene {scene['scene']}: keyframe {rel} is missing from the run folder",
-                                         error_type="missing_file")
-                img, (width, height) = open_image(path, self.analyzer.decode_side())
-                attrs, ocr_error = self.analyzer.analyze(img)
-            except BliftError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one bad keyframe must not kill the shard
-                errors.append(_failure(key, rel, exc))
-                continue
-            if ocr_error:
-                counters["ocr_failed"] += 1
-                log.warning("%s: %s: OCR failed, ocr_text left null: %s", self.name, key, ocr_error)
-            elif attrs["ocr_text"]:
-                counters["ocr_text_found"] += 1
-            counters["video_scenes"] += 1
-            attrs.update(width=width, height=height, orientation=orientation(width, height))
-            out.append({"uid": uid, "media_index": index, "scene": scene["scene"], **attrs,
-                        "caption": None, "keywords": None})
+            attrs = self._analyze(f"{uid}#{index}#{scene['scene']}", f"{uid}#{index} scene {scene['scene']}: keyframe",
+                                  scene.get("keyframe_path"), run_dir, errors, counters)
+            if attrs is not None:
+                counters["video_scenes"] += 1
+                out.append({"uid": uid, "media_index": index, "scene": scene["scene"], **attrs,
+                            "caption": None, "keywords": None})
+
+    def _analyze(self, key: str, what: str, rel: str | None, run_dir: Path, errors: list[RecordFailure],
+                 counters: dict[str, int]) -> dict[str, Any] | None:
+        """Attributes of one image file (a downloaded image or a scene keyframe), or None after
+        recording why it could not be read: one bad file must not kill the shard."""
+        try:
+            if not rel:
+                raise PermanentError(f"{what} has no path", error_type="missing_path")
+            path = run_dir / rel
+            if not path.is_file():
+                raise PermanentError(f"{what} file {rel} is missing from the run folder", error_type="missing_file")
+            img, (width, height) = open_image(path, self.analyzer.decode_side())
+            attrs, ocr_error = self.analyzer.analyze(img)
+        except BliftError:
+            raise  # configuration problems end the run with their own message
+        except Exception as exc:  # noqa: BLE001 - recorded as this file's error
+            errors.append(_failure(key, rel, exc))
+            return None
+        if ocr_error:
+            counters["ocr_failed"] += 1
+            log.warning("%s: %s: OCR failed, ocr_text left null: %s", self.name, key, ocr_error)
+        elif attrs["ocr_text"]:
+            counters["ocr_text_found"] += 1
+        # Sizes and orientation describe the full picture, not the reduced decode.
+        attrs.update(width=width, height=height, orientation=orientation(width, height))
+        return attrs
 
 
 def _scenes_by_media(shard: ShardInput) -> dict[tuple[str, int], list[dict[str, Any]]]:
