@@ -18,6 +18,12 @@ import pyarrow.parquet as pq
 from blift import schemas
 from blift.errors import SchemaError
 
+META_RELEASE_COLUMNS = b"blift.release_columns"  # columns a release adds to a table (scene replay, image bytes)
+# Files are readable by others like any file this process creates (mkstemp alone gives 0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 # Deterministic writer settings: same table in, same bytes out (resume must be byte-identical).
 _WRITE_OPTS: dict[str, Any] = {"compression": "zstd", "write_statistics": True, "use_dictionary": True}
 
@@ -27,6 +33,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -41,6 +48,7 @@ def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_size: int | N
     """Write Parquet to a temporary name in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, **_WRITE_OPTS)
@@ -75,8 +83,13 @@ def read_shard(path: Path, expected: str | None = None) -> pa.Table:
     schema = schemas.schema_of_file_metadata(table.schema.metadata, where=str(path))
     if expected is not None and schema.name != expected:
         raise SchemaError(f"{path}: holds table {schema.name!r}, expected {expected!r}")
-    omitted = (table.schema.metadata or {}).get(schemas.META_OMITTED, b"").decode()
-    schema.validate(table, where=f"{path}: ", omitted=frozenset(filter(None, omitted.split(","))))
+    meta = table.schema.metadata or {}
+    omitted = meta.get(schemas.META_OMITTED, b"").decode()
+    # A release shard may carry columns the release adds (named in its metadata); the table's
+    # own columns are validated, the added ones are the release's business.
+    added = [c for c in meta.get(META_RELEASE_COLUMNS, b"").decode().split(",") if c in table.column_names]
+    checked = table.drop_columns(added) if added else table
+    schema.validate(checked, where=f"{path}: ", omitted=frozenset(filter(None, omitted.split(","))))
     return table
 
 
