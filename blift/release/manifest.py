@@ -75,6 +75,9 @@ class ReleaseManifest(_Model):
     takedown_contact: str | None = None
     license: str = "other"
     pretty_name: str | None = None
+    languages: list[str] | None = Field(None, description="languages the clean stage kept (null: not filtered by language)")
+    options: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="writer options that shaped the files (drop_raw, copy_media, ...)")
 
 
 def read_manifest(release_dir: Path) -> ReleaseManifest:
