@@ -94,7 +94,12 @@ def run(
         rel_out = Path(spec.release.out)
         if not rel_out.is_absolute():
             rel_out = (report.run_dir / rel_out) if not out else out / rel_out
-        _do_release(report.run_dir, rel_out, spec.release.configs, spec.release.max_shard_bytes, check=True)
+        rel = spec.release
+        _do_release(report.run_dir, rel_out, rel.configs, rel.max_shard_bytes, check=True, images=rel.images,
+                    videos=rel.videos, license=rel.license, pretty_name=rel.pretty_name,
+                    takedown_contact=rel.takedown_contact)
+        if rel.push:
+            _do_push(rel_out, rel.push, private=rel.private)
     if report.failed:
         err.print(f"[yellow]{len(report.failed)} shard(s) failed; rerun the same command to retry them[/]")
         raise typer.Exit(1)
@@ -175,14 +180,28 @@ def validate(folder: Path = typer.Argument(..., help="run or release folder")) -
         raise typer.Exit(1)
 
 
-def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool) -> None:
+def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
+                **options: object) -> None:
     from blift.release.writer import release as do_release
 
     try:
-        report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check)
+        report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check, **options)
     except BliftError as exc:
         _fail(exc)
     typer.echo(f"release: {report.out_dir}")
+    for line in report.summary_lines():
+        typer.echo(f"  {line}")
+
+
+def _do_push(release_dir: Path, repo_id: str, *, private: bool, append: bool = False, prune: bool = False) -> None:
+    from blift.release.push import push_release
+
+    try:
+        report = push_release(release_dir, repo_id, private=private, append=append, prune=prune,
+                              progress=sys.stderr.isatty())
+    except BliftError as exc:
+        _fail(exc)
+    typer.echo(f"pushed: {repo_id}")
     for line in report.summary_lines():
         typer.echo(f"  {line}")
 
@@ -192,10 +211,19 @@ def release(
     run_dir: Path = typer.Argument(..., help="run folder"),
     out: Path = typer.Argument(..., help="release folder (replaced atomically)"),
     config: list[str] = typer.Option([], "--config", help="release config=run dataset (repeatable)"),
-    max_shard_bytes: int = typer.Option(500_000_000, "--max-shard-bytes", min=1),
+    max_shard_bytes: int = typer.Option(500_000_000, "--max-shard-bytes", min=1,
+                                        help="cut shards at this many uncompressed bytes"),
+    images: str = typer.Option("paths", "--images", help="images as 'paths' (files under media/) or 'bytes' (datasets Image)"),
+    videos: str = typer.Option("paths", "--videos", help="videos as 'paths' or 'frames' (arrays in the Parquet)"),
     check: bool = typer.Option(True, "--check/--no-check", help="load the result with datasets.load_dataset"),
+    license: str = typer.Option("other", "--license", help="card license (the media and texts belong to their authors)"),
+    takedown_contact: Optional[str] = typer.Option(None, "--takedown-contact", help="e-mail or URL shown in the card"),
+    push: Optional[str] = typer.Option(None, "--push", metavar="ORG/NAME", help="then push it to the Hugging Face Hub"),
+    private: bool = typer.Option(False, "--private", help="with --push: create the Hub repo private"),
+    append: bool = typer.Option(False, "--append", help="with --push: add new shards to the Hub copy, renumbering -of-N"),
 ) -> None:
-    """Write the Hugging Face layout (data/<config>/<split>-0000i-of-0000N.parquet + README.md)."""
+    """Write the Hugging Face layout (data/<config>/<split>-0000i-of-0000N.parquet + card), check it
+    loads, and optionally push it (resumable: rerun an interrupted push)."""
     configs = None
     if config:
         configs = {}
@@ -204,7 +232,75 @@ def release(
             if not sep:
                 _fail(ConfigError(f"--config {item!r}: expected name=dataset"))
             configs[name] = dataset
-    _do_release(run_dir, out, configs, max_shard_bytes, check)
+    for flag, value, allowed in (("--images", images, ("paths", "bytes")), ("--videos", videos, ("paths", "frames"))):
+        if value not in allowed:
+            _fail(ConfigError(f"{flag} {value!r}: expected one of {', '.join(allowed)}"))
+    _do_release(run_dir, out, configs, max_shard_bytes, check, images=images, videos=videos, license=license,
+                takedown_contact=takedown_contact)
+    if push:
+        _do_push(out, push, private=private, append=append)
+
+
+@app.command()
+def push(
+    release_dir: Path = typer.Argument(..., help="release folder"),
+    repo_id: str = typer.Argument(..., metavar="ORG/NAME", help="Hub dataset repo"),
+    private: bool = typer.Option(False, "--private"),
+    append: bool = typer.Option(False, "--append", help="add new shards, renumbering -of-N in one commit"),
+    prune: bool = typer.Option(False, "--prune", help="delete Hub data/media files the release no longer has"),
+) -> None:
+    """Push a release folder to the Hub (token: HF_TOKEN or `huggingface-cli login`). Resumable:
+    files already on the Hub are not uploaded again."""
+    _do_push(release_dir, repo_id, private=private, append=append, prune=prune)
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Export a release for other trainers.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("llava")
+def export_llava(
+    release_dir: Path = typer.Argument(..., help="release folder"),
+    out: Path = typer.Argument(..., help="export folder (blift.json + media)"),
+    videos: str = typer.Option("frames", "--videos", help="'frames' (224 px .npy, what LLaMA-VID reads) or 'mp4'"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="local tokenizer folder: check --max-length"),
+    max_length: int = typer.Option(2048, "--max-length", min=1),
+    split: list[str] = typer.Option(["train"], "--split", help="splits to export (repeatable)"),
+) -> None:
+    """LLaVA / LLaMA-VID JSON (id, image|video, conversations) plus the media folder, validated."""
+    from blift.export.llava import export_llava as do_export
+
+    if videos not in ("frames", "mp4"):
+        _fail(ConfigError(f"--videos {videos!r}: expected frames or mp4"))
+    try:
+        report = do_export(release_dir, out, videos=videos, tokenizer=tokenizer, max_length=max_length,
+                           splits=tuple(split))
+    except BliftError as exc:
+        _fail(exc)
+    typer.echo(f"export: {out}")
+    for line in report.summary_lines():
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def takedown(
+    release_dir: Path = typer.Argument(..., help="release folder"),
+    ids: Path = typer.Option(..., "--ids", help="file: one uid, platform id, URL or author:<hash> per line"),
+    push: Optional[str] = typer.Option(None, "--push", metavar="ORG/NAME", help="then update the Hub copy"),
+) -> None:
+    """Remove posts, videos or authors from every config of a release, re-shard, and record the
+    removal (count and date, never the ids) in the card."""
+    from blift.release.takedown import takedown as do_takedown
+
+    try:
+        report = do_takedown(release_dir, ids)
+    except BliftError as exc:
+        _fail(exc)
+    typer.echo(f"takedown: {release_dir}")
+    for line in report.summary_lines():
+        typer.echo(f"  {line}")
+    if push:
+        _do_push(release_dir, push, private=False, prune=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +49,13 @@ class ReleaseSpec(BaseModel):
     out: str = Field(description="release folder")
     configs: dict[str, str] | None = Field(default=None, description="release config -> run dataset")
     max_shard_bytes: int = Field(default=500_000_000, gt=0)
+    images: Literal["paths", "bytes"] = Field(default="paths", description="images as files under media/ or as bytes")
+    videos: Literal["paths", "frames"] = Field(default="paths", description="videos as files or frame arrays")
+    license: str = Field(default="other", description="card license; the media and texts belong to their authors")
+    pretty_name: str | None = None
+    takedown_contact: str | None = Field(default=None, description="e-mail or URL for removal requests, shown in the card")
+    push: str | None = Field(default=None, description="ORG/NAME: push the release to the Hub after the run")
+    private: bool = Field(default=False, description="with push: create the Hub repo private")
 
 
 class Pipeline(BaseModel):
