@@ -228,8 +228,9 @@ def test_faster_whisper_tiny_en_transcribes_varied_speech(tiny_fw, long_speech: 
     assert wer(reference, t.text) < 0.25, t.text
     found = set(normalize(t.text))
     assert sum(k in found for k in KEYWORDS) >= len(KEYWORDS) - 1, t.text
-    # segments in time order across the 30 s window boundary, words inside the speech
-    assert len(t.segments) >= 3 and t.segments[-1].end > 30.0
+    # segments in time order across the 30 s window boundary, words inside the speech (batched
+    # decoding gives one segment per VAD speech chunk, so at least two for 38 s of speech)
+    assert len(t.segments) >= 2 and t.segments[-1].end > 30.0
     starts = [s.start for s in t.segments]
     assert starts == sorted(starts)
     words = [w for s in t.segments for w in s.words]

@@ -66,8 +66,18 @@ class FasterWhisperTranscriber(Transcriber):
         except (RuntimeError, ValueError, OSError) as exc:
             raise ConfigError(f"asr: faster-whisper could not load model {options.model!r} from "
                               f"{resolved.source} ({resolved.origin}) on {self.device}/{self.compute_type}: {exc}") from None
-        log.info("faster-whisper: model %s from %s (%s) on %s, compute type %s",
-                 options.model, resolved.source, resolved.origin, self.device, self.compute_type)
+        # Batched decoding: the VAD cuts the audio into speech chunks (up to 30 s) that are decoded
+        # independently, several at once. On 2 CPU cores it measured 1.6x faster than the
+        # sequential decoder at beam 5 (RTF 0.034 vs 0.055, benchmarks/bench_asr.py) with a
+        # lower WER, since a misheard window no longer conditions the next one.
+        self.batched = None
+        if options.batch_size > 1 and options.vad:
+            from faster_whisper import BatchedInferencePipeline
+
+            self.batched = BatchedInferencePipeline(model=self.model)
+        log.info("faster-whisper: model %s from %s (%s) on %s, compute type %s, %s",
+                 options.model, resolved.source, resolved.origin, self.device, self.compute_type,
+                 f"batched x{options.batch_size}" if self.batched else "sequential")
 
     def languages(self) -> tuple[str, ...]:
         return tuple(self.model.supported_languages)
@@ -78,13 +88,26 @@ class FasterWhisperTranscriber(Transcriber):
         if len(audio) == 0:
             return Transcript(language=language, language_probability=None, duration_s=0.0)
         opts = self.options
-        segments, info = self.model.transcribe(
-            audio,
-            language=language,
-            beam_size=opts.beam_size,
-            vad_filter=opts.vad,
-            word_timestamps=opts.word_timestamps,
-        )
+        if self.batched is not None:
+            segments, info = self.batched.transcribe(
+                audio,
+                language=language,
+                beam_size=opts.beam_size,
+                batch_size=opts.batch_size,
+                word_timestamps=opts.word_timestamps,
+                # Segments are then the VAD's speech chunks (up to 30 s); word timestamps carry the
+                # timing (what scene alignment uses). Asking for timestamp tokens instead gave
+                # sentence-sized segments but WER 0.109 vs 0.046 on the benchmark speech.
+                without_timestamps=True,
+            )
+        else:
+            segments, info = self.model.transcribe(
+                audio,
+                language=language,
+                beam_size=opts.beam_size,
+                vad_filter=opts.vad,
+                word_timestamps=opts.word_timestamps,
+            )
         # The features are computed; the generator no longer needs the samples. Dropping our
         # reference frees them (when we decoded them) before the long decoding loop starts.
         del audio

@@ -93,6 +93,7 @@ class TranscriberOptions:
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # faster-whisper: auto -> float16 on GPU, int8 on CPU
     beam_size: int = 5
+    batch_size: int = 8  # faster-whisper: >1 batches the VAD's speech chunks (BatchedInferencePipeline)
     vad: bool = True
     word_timestamps: bool = True
     cpu_threads: int = 0  # 0: the library's default

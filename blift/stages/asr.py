@@ -48,6 +48,8 @@ class AsrConfig(StageConfig):
                               description="faster-whisper precision; auto: float16 on GPU, int8 on CPU")
     language: str | None = Field(None, description="language code to force (e.g. 'en'); null: detect per file")
     beam_size: int = Field(5, ge=1, le=20, description="beam width (1: greedy)")
+    batch_size: int = Field(8, ge=1, le=256, description="faster-whisper: speech chunks (cut by VAD) decoded at "
+                            "once; 1: the sequential decoder, which conditions each window on the previous text")
     vad: bool = Field(True, description="skip non-speech with Silero VAD (faster-whisper only)")
     word_timestamps: bool = True
     cpu_threads: int = Field(0, ge=0, description="threads per worker on CPU; 0: the library default")
@@ -60,6 +62,7 @@ class AsrConfig(StageConfig):
             device=self.device,
             compute_type=self.compute_type,
             beam_size=self.beam_size,
+            batch_size=self.batch_size,
             vad=self.vad,
             word_timestamps=self.word_timestamps,
             cpu_threads=self.cpu_threads,
@@ -109,7 +112,8 @@ class AsrStage(RecordStage):
         cfg = self.config
         where = self.transcriber.describe() if self.transcriber else f"{cfg.backend} {cfg.model} on {cfg.device}"
         vad = "VAD on" if cfg.vad and cfg.backend == "faster-whisper" else "no VAD"
-        return f"{self.name}: {where}, beam {cfg.beam_size}, {vad}, language {cfg.language or 'detected'}"
+        return (f"{self.name}: {where}, beam {cfg.beam_size}, batch {cfg.batch_size}, {vad}, "
+                f"language {cfg.language or 'detected'}")
 
     def threads(self) -> int:
         return 1  # one model per worker; the backend uses its own threads
