@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from blift.errors import BliftError, CredentialError
 from blift.release.manifest import ASSETS_DIR, MANIFEST_NAME, STATS_NAME, ReleaseManifest, SplitFiles, write_manifest
@@ -465,7 +466,6 @@ class _Push:
                                                                    revision=self.revision))
 
     def _with_retry(self, fn: Callable[[], Any], before_retry: Callable[[], None] | None = None) -> Any:
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
         def _count(state: Any) -> None:
             self.report.retries += 1
@@ -606,8 +606,8 @@ def push_release(
                     push.run()
             else:
                 push.run()
-    except BliftError:
-        raise
+    except (BliftError, ImportError):
+        raise  # configuration problems and a broken install are not "rerun to resume"
     except Exception as exc:
         raise _push_error(exc, repo_id, report) from exc
     finally:
