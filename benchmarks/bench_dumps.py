@@ -13,6 +13,7 @@ shows what finalize then holds.
 
     python benchmarks/bench_dumps.py            # 20k submissions + 200k comments (and 10x)
     python benchmarks/bench_dumps.py --quick    # ~1 minute; last line: dump_ingest_records_per_s: N
+    python benchmarks/bench_dumps.py --quick --phases   # + each phase's CPU cost per record
 """
 
 from __future__ import annotations
@@ -109,6 +110,94 @@ def run_child(mode: str, rs: Path, rc: Path, buckets: int, workers: int | None, 
     return result
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
+    """CPU seconds per record of each phase, one after the other in this process.
+
+    Process-pool runs share two cores with everything else on the machine; this is what each
+    phase costs by itself, from which the best end-to-end rate on two idle cores follows:
+    decompress/split, the two pickle round trips and the sink writes run in the parent,
+    parse+map in the workers (both cores), the finishing pass (read back, dedupe/depth/sort,
+    final zstd write) on one core while the workers idle.
+    """
+    import pickle
+    import shutil
+
+    import numpy as np
+
+    from blift.collect import dumps as D
+    from blift.ids import now_utc
+    from blift.runner.bucket_sink import BucketSink
+
+    D._use_jemalloc()
+    f = D._Filters(stage=D.DumpIngestStage.name, buckets=buckets, subreddits=None, since=None, until=None,
+                   image_only=False, drop_rows=True, fallback_collected_at=now_utc())
+    mlb = 64 << 20
+    cost: dict[str, float] = {}
+    files = {"submissions": rs, "comments": rc}
+
+    t = _cpu()
+    blocks = {kind: list(D.read_blocks(path, 2000, mlb)) for kind, path in files.items()}
+    cost["decompress + split (parent)"] = _cpu() - t
+    n = sum(c for v in blocks.values() for _, c, _ in v)
+    t = _cpu()
+    sent = {kind: [pickle.loads(pickle.dumps(b)) for b in v] for kind, v in blocks.items()}
+    cost["send batches: pickle round trip (parent, workers)"] = _cpu() - t
+
+    def parse(fn, every: int) -> tuple[dict[str, list[bytes]], int, float, float]:
+        """Like a worker: each result pickled at once (the batch's objects freed), as sent back."""
+        out: dict[str, list[bytes]] = {"submissions": [], "comments": []}
+        lines, parse_s, pickle_s = 0, 0.0, 0.0
+        ids: list = []
+        kept = None
+        for kind in ("submissions", "comments"):
+            if kind == "comments":
+                kept = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+            for i, (first, count, pieces) in enumerate(sent[kind]):
+                if i % every == 0:
+                    t0 = _cpu()
+                    b = fn(kind, str(files[kind]), first, D.lines_of(pieces, mlb), f, kept, mlb)
+                    t1 = _cpu()
+                    out[kind].append(pickle.dumps(b))
+                    pickle_s += _cpu() - t1
+                    parse_s += t1 - t0
+                    lines += count
+                    if b.kept_ids is not None:
+                        ids.append(b.kept_ids)
+                    del b
+        return out, lines, parse_s, pickle_s
+
+    D._keep_freed_heap()  # as in the workers
+    _, lines, parse_s, _ = parse(D.ingest_batch_reference, 5)  # every 5th batch: the reference path is slow
+    cost["parse + map, reference path (for comparison)"] = parse_s * n / lines
+    pickled, _, parse_s, pickle_s = parse(D.ingest_batch, 1)
+    cost["parse + map (workers)"] = parse_s
+    t = _cpu()
+    results = {kind: [pickle.loads(b) for b in v] for kind, v in pickled.items()}
+    del pickled
+    cost["return results: pickle round trip (workers, parent)"] = pickle_s + _cpu() - t
+    out_dir = Path(tempfile.mkdtemp(prefix="phases-", dir=tmp))
+    stage = D.DumpIngestStage(D.DumpConfig(buckets=buckets, workers=0), out_dir)
+    sink = BucketSink(out_dir, stage.name, stage.outputs, stage.buckets())
+    t = _cpu()
+    for kind, dataset in (("submissions", "items"), ("comments", "comments")):
+        window = D._BucketWindow(sink, dataset)
+        for b in results[kind]:
+            window.add(b)
+        window.flush()
+    cost["bucketed writes to the sink (parent)"] = _cpu() - t
+    del results
+    t = _cpu()
+    sink.close(stage)
+    cost["finishing pass: read back, finalize, write (1 core)"] = _cpu() - t
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {k: v / n for k, v in cost.items()} | {"records": n}
+
+
 def dump_files(cache: Path, n_sub: int, n_com: int) -> tuple[Path, Path]:
     from make_dump import make_dump
 
@@ -128,6 +217,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     ap.add_argument("--workers", type=int, default=None, help="parse workers (default: one per CPU)")
     ap.add_argument("--cache", type=Path, default=HERE / ".cache", help="where generated dumps are kept")
+    ap.add_argument("--phases", action="store_true",
+                    help="also measure each phase's CPU cost per record in one process (the floor on two idle cores)")
     ap.add_argument("--child", nargs=6, metavar=("MODE", "RS", "RC", "OUT", "BUCKETS", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -157,6 +248,22 @@ def main() -> None:
             print(f"{mode:9s} {size:6s} {b or '-':>7} {r['records']:9d} {r['seconds']:8.2f} "
                   f"{r['records'] / r['seconds']:10.0f} {r['cpu_s'] / r['records'] * 1e6:10.1f} {r['peak_tree_mb']:12.0f} "
                   f"{r['maxrss_mb']:11.0f}", flush=True)
+    if args.phases:
+        # The headline configuration: with --quick the 10x input and its buckets; full size, the 1x
+        # input with the 1x buckets (same rows per bucket as the 10x run, which would take minutes).
+        size, nb = ("10x", 10 * buckets) if args.quick else ("1x", buckets)
+        with tempfile.TemporaryDirectory(prefix="bench-dumps-") as tmp:
+            cost = phases(*sizes[size], nb, Path(tmp))
+        records = int(cost.pop("records"))
+        print(f"# per-phase CPU, one phase at a time in one process: {size} input ({records} records), {nb} buckets")
+        print(f"{'phase':55s} {'CPU us/rec':>10s}")
+        for name, sec in cost.items():
+            print(f"{name:55s} {sec * 1e6:10.2f}")
+        stream = sum(v for k, v in cost.items() if "reference" not in k and "finishing" not in k)
+        finish = cost["finishing pass: read back, finalize, write (1 core)"]
+        floor = stream / 2 + finish
+        print(f"# floor on 2 idle cores: stream {stream * 1e6:.1f} / 2 + finishing pass {finish * 1e6:.1f} "
+              f"= {floor * 1e6:.1f} us/rec = {1 / floor:.0f} records/s (no process start, no fsync wait)")
     ours1, ours10 = results[("ours", "1x", buckets)], results[("ours", "10x", 10 * buckets)]
     base1, base10 = results[("baseline", "1x", 0)], results.get(("baseline", "10x", 0))
     rate = ours10["records"] / ours10["seconds"]

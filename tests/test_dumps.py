@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -343,3 +344,354 @@ def test_sink_rejects_unknown_dataset_and_bucket(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bucket 2 out of range"):
         sink.write("items", 2, [{"uid": "x"}])
     sink.abort()
+
+
+# ------------------------------------------------------------- fast path == reference path
+#
+# ``ingest_batch`` builds columns directly (blift.collect.dump_rows); ``ingest_batch_reference``
+# is the row-dict path through reddit_rows.item_row / comment_row and ids.pack_raw. Every result
+# field must match: table (raw bytes, author hashes, every column), bucket ranges, error rows,
+# dropped rows, counters, kept ids.
+
+import glob as _glob  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from blift.collect import dumps as dumps_mod  # noqa: E402
+from blift.collect.dump_finalize import comment_depths_vectorized  # noqa: E402
+from blift.collect.dump_rows import _AUTHOR_KEY_RE, AuthorCache, _top_level_keys_only, pack_raw_inplace  # noqa: E402
+from blift.ids import _AUTHOR_KEY_BYTES, _AUTHOR_KEYS, pack_raw  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _filters(**kw: Any) -> Any:
+    base = dict(stage="reddit.dumps", buckets=7, subreddits=None, since=None, until=None, image_only=False,
+                drop_rows=True, fallback_collected_at=datetime.fromtimestamp(T0 + 123, timezone.utc))
+    base.update(kw)
+    return dumps_mod._Filters(**base)
+
+
+def _line(rec: Any) -> bytes:
+    return rec if isinstance(rec, bytes) else orjson.dumps(rec)
+
+
+def assert_same_batches(kind: str, lines: list[bytes | None], f: Any, kept: np.ndarray | None,
+                        batch: int = 97) -> dumps_mod._Batch:
+    """Run both paths over ``lines`` in batches; every result field must be equal. Returns the last."""
+    out = None
+    for start in range(0, len(lines), batch):
+        part = lines[start:start + batch]
+        ref = dumps_mod.ingest_batch_reference(kind, "F", start + 1, part, f, kept, 1 << 20)
+        fast = dumps_mod.ingest_batch(kind, "F", start + 1, part, f, kept, 1 << 20)
+        assert (ref.table is None) == (fast.table is None)
+        if ref.table is not None:
+            assert fast.table.schema.equals(ref.table.schema, check_metadata=True)
+            for name in ref.table.column_names:  # column by column: a failure names the column
+                assert fast.table[name].equals(ref.table[name]), (kind, start, name)
+            assert fast.table["raw"].to_pylist() == ref.table["raw"].to_pylist()
+        assert fast.ranges == ref.ranges
+        assert fast.failures == ref.failures
+        assert fast.dropped == ref.dropped
+        assert fast.counts == ref.counts
+        if kind == "submissions":
+            assert fast.kept_ids.tolist() == ref.kept_ids.tolist()
+        out = fast
+    return out
+
+
+def _kept(sub_lines: list[bytes | None], f: Any) -> np.ndarray:
+    b = dumps_mod.ingest_batch_reference("submissions", "F", 1, sub_lines, f, None, 1 << 20)
+    return np.unique(b.kept_ids)
+
+
+@pytest.mark.parametrize("filters", [
+    {},
+    {"subreddits": frozenset({"pics", "art", "aww"}), "image_only": True},
+    {"since": float(1_672_531_200 + 5 * 86400), "until": float(1_672_531_200 + 20 * 86400), "drop_rows": False},
+])
+def test_fast_path_matches_reference_on_synthetic_dump(filters: dict[str, Any], monkeypatch) -> None:
+    monkeypatch.setenv("BLIFT_AUTHOR_SALT", "test-salt")
+    subs, coms = generate(150, 1500, seed=11)
+    sub_lines, com_lines = [orjson.dumps(s) for s in subs], [orjson.dumps(c) for c in coms]
+    f = _filters(**filters)
+    assert_same_batches("submissions", sub_lines, f, None)
+    kept = _kept(sub_lines, f)
+    last = assert_same_batches("comments", com_lines, f, kept)
+    assert last.table is not None and last.counts["comments"] > 0
+    assert_same_batches("comments", com_lines, f, None)  # comments without submission files
+
+
+def test_fast_path_matches_reference_on_the_sample() -> None:
+    posts = [orjson.loads(Path(p).read_bytes()) for p in sorted(_glob.glob(str(ROOT / "samples/reddit/posts/*.json")))]
+    assert len(posts) >= 30
+    sub_lines = [orjson.dumps(p["post"]) for p in posts]
+    com_lines = [orjson.dumps(c) for p in posts for c in p["comments"]]
+    f = _filters()
+    b = assert_same_batches("submissions", sub_lines, f, None, batch=1000)
+    assert b.counts["items"] == len(posts)
+    b = assert_same_batches("comments", com_lines, f, _kept(sub_lines, f), batch=1000)
+    assert b.counts["comments"] == len(com_lines)
+
+
+def test_fast_path_matches_reference_on_test_dump_lines(monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(T0 + 777_777))
+    subs, coms, _ = dump_lines()
+    sub_lines, com_lines = [_line(r) for r in subs], [_line(r) for r in coms]
+    for f in (_filters(), _filters(subreddits=frozenset({"pics", "art"}), since=float(T0 - 86400), image_only=True)):
+        assert_same_batches("submissions", sub_lines, f, None, batch=5)
+        assert_same_batches("comments", com_lines, f, _kept(sub_lines, f), batch=7)
+        assert_same_batches("comments", com_lines + [None], f, None, batch=1000)  # None: an over-long line
+
+
+def _odd_comments() -> list[Any]:
+    """Comments with every unusual shape the reference mapping accepts (or rejects) differently."""
+    c = lambda n, **kw: {**_com(n, f"e{n:02d}", "aa1", None, T0 + n), **kw}  # noqa: E731
+    return [
+        c(1, created_utc=str(T0)), c(2, created_utc=T0 + 0.5), c(3, score="12"), c(4, score=True),
+        c(5, author=12345), c(6, author=["x"]), c(7, retrieved_on=str(T0 + 9)), c(8, _meta={"retrieved_2nd_on": T0 + 99}),
+        c(9, _meta={"retrieved_2nd_on": None}, retrieved_utc=T0 + 7), c(10, retrieved_on=-5),
+        c(11, created_utc=10**12), c(12, author="[deleted]"), c(13, author=""), c(14, author=None),
+        c(15, author="AutoModerator"), c(16, author="helpful_bot"),
+        c(17, replies={"data": {"author": "hidden"}}),
+        c(18, all_awardings=[{"author": "giver", "name": "gold"}]),
+        c(19, **{'x"author': "quoted key"}), c(20, author_flair_richtext=[{"e": "text", "t": "flair"}]),
+        c(21, author_fullname=None), c(22, body="line\nbreak \\ back\"slash é 😀"), c(23, body=None),
+        c(24, body=123), c(25, parent_id="t1_"), c(26, parent_id=None), c(27, parent_id=5),
+        c(28, is_submitter=1), c(29, stickied="yes"), c(30, distinguished="moderator"),
+        c(31, id="t1_e31"), c(32, link_id="aa1"), c(33, created_utc=None), c(34, score=None),
+        c(35, gildings={"gid_1": 2}), c(36, author_flair_text="flair", author_id="t2_x", uploader="u"),
+        c(37, retrieved_on=""), c(38, created_utc=""), c(39, author_flair_richtext={"author": "n"}),
+        c(40, nested={"deep": [{"x": [1, {"author_url": "http://a"}]}]}),
+    ] + [
+        {k: v for k, v in _com(41, "e41", "aa1", None, T0).items() if k != "id"},  # id from "name"
+        _com(42, "E42", "aa1", None, T0),  # uppercase: not a reddit id
+        b'{"id":"e43","link_id":"t3_aa1","nest":' + b"[" * 300 + b"]" * 300 + b"}",  # parses, too deep to dump
+    ]
+
+
+def _odd_submissions() -> list[Any]:
+    s = lambda n, kind="image", **kw: {**_sub(n, f"s{n:02d}", kind), **kw}  # noqa: E731
+    return [
+        s(1, subreddit={"display_name": "pics"}), s(2, upvote_ratio=1), s(3, permalink="r/pics/x"), s(4, permalink=""),
+        s(5, title=None), s(6, title=123), s(7, over_18="yes"), s(8, "gallery"),
+        s(9, crosspost_parent_list=[{"author": "orig", "author_fullname": "t2_o", "title": "x"}]),
+        s(10, created_utc=str(T0)), s(11, num_comments=None), s(12, "gallery", gallery_data="broken"),
+        s(13, "self", author="[removed]"), s(14, "video"), s(15, "link", retrieved_utc=T0 + 3),
+        s(16, upvote_ratio="0.5"), s(17, spoiler=None), s(18, selftext=None, url=None), s(19, score=2.5),
+        s(20, _meta={"retrieved_2nd_on": str(T0)}), s(21, author=None, author_fullname=None),
+        s(22, post_hint=None, link_flair_text="Flair &amp; more"), s(23, id="t3_s23"),
+    ]
+
+
+def test_fast_path_matches_reference_on_odd_records(monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(T0 + 42))
+    f = _filters(since=float(T0 - 10), image_only=False)
+    sub_lines = [_line(r) for r in _odd_submissions()]
+    com_lines = [_line(r) for r in _odd_comments()]
+    b = assert_same_batches("submissions", sub_lines, f, None, batch=1000)
+    assert b.failures and b.counts["items"] >= 15  # some rejected, most mapped
+    assert_same_batches("submissions", sub_lines, _filters(image_only=True), None, batch=6)
+    b = assert_same_batches("comments", com_lines, f, _kept([_line(_sub(0, "aa1", "image"))], f), batch=1000)
+    assert b.failures and b.counts["comments"] >= 30
+    assert_same_batches("comments", com_lines, f, None, batch=4)
+
+
+@pytest.mark.parametrize("bad", [{"distinguished": 5}, {"score": 2**63 + 5}])
+def test_unconvertible_batch_fails_like_the_reference(bad: dict[str, Any]) -> None:
+    """A value Arrow cannot take fails the batch the same way on both paths."""
+    lines = [_line(_com(1, "f01", "aa1", None, T0)), _line(_com(2, "f02", "aa1", None, T0, **bad))]
+    errors = []
+    for fn in (dumps_mod.ingest_batch_reference, dumps_mod.ingest_batch):
+        with pytest.raises(Exception) as info:
+            fn("comments", "F", 1, lines, _filters(), None, 1 << 20)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
+def test_pack_raw_inplace_is_pack_raw() -> None:
+    rng = random.Random(5)
+    cache = AuthorCache()
+    cache.use("salt-x")
+    records = [c for c in _odd_comments() if isinstance(c, dict)] + [s for s in _odd_submissions()]
+    records += [submission(rng, i) for i in range(50)] + [comment(rng, i, "aa1", None, "pics", T0) for i in range(50)]
+    for rec in records:
+        for drop in (True, False):
+            copy = orjson.loads(orjson.dumps(rec))
+            want = pack_raw(rec, drop_keys=("replies",) if drop else (), salt="salt-x")
+            try:
+                got = pack_raw_inplace(copy, cache, drop)
+            except orjson.JSONEncodeError:
+                with pytest.raises(orjson.JSONEncodeError):
+                    pack_raw(rec, salt="salt-x")
+                continue
+            assert got == want
+
+
+def test_top_level_check_never_misses_a_nested_author_key() -> None:
+    """Where the shortcut says "top level only", pack_raw's regex count must be the top level's."""
+    rng = random.Random(9)
+    keys = ["author", "author_id", "name_author", "x", 'q"author', "a\\", "uploader_url", "{", 'k\\"author']
+    values: list[Any] = ["{\"", "\\", 'x"author":', "author", 1, None, [], {}]
+
+    def tree(depth: int) -> Any:
+        if depth > 2 or rng.random() < 0.3:
+            return rng.choice(values)
+        if rng.random() < 0.5:
+            return [tree(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(keys): tree(depth + 1) for _ in range(rng.randint(0, 3))}
+
+    for key in sorted(_AUTHOR_KEYS):  # every key, its prefixes and extensions, at both levels
+        rec = {key: 1, key + "x": 2, "x" + key: 3, key[:-1]: 4, "n": {key: 5, key + "_id": 6}, "l": [{key[:-1]: 7}]}
+        raw = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+        assert _AUTHOR_KEY_RE.findall(raw) == _AUTHOR_KEY_BYTES.findall(raw), key
+    shortcuts = 0
+    for _ in range(3000):
+        top = {rng.choice(keys): tree(1) for _ in range(rng.randint(0, 4))}
+        raw = orjson.dumps(top, option=orjson.OPT_SORT_KEYS)
+        present = sum(1 for k in top if k in _AUTHOR_KEYS)
+        assert _AUTHOR_KEY_RE.findall(raw) == _AUTHOR_KEY_BYTES.findall(raw), raw  # the trie regex is ids' regex
+        if _top_level_keys_only(raw):
+            shortcuts += 1
+            assert len(_AUTHOR_KEY_BYTES.findall(raw)) == present, raw
+    assert shortcuts > 300
+
+
+def test_read_blocks_gives_read_batches_lines(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(dumps_mod, "_READ_CHUNK", 64)  # lines and over-long lines across chunk ends
+    rng = random.Random(3)
+    lines = [b"x" * rng.choice([0, 1, 5, 30, 63, 64, 65, 100, 200, 500]) for _ in range(400)]
+    lines[10] = b'{"a": 1}\r'
+    for tail in (b"", b"last-no-newline", b"y" * 300):
+        body = b"\n".join(lines) + b"\n" + tail
+        for path in (tmp_path / "a.ndjson", tmp_path / "a.zst"):
+            if path.suffix == ".zst":
+                path.write_bytes(zstandard.ZstdCompressor().compress(body))
+            else:
+                path.write_bytes(body)
+            for batch_rows, max_len in ((7, 120), (50, 64), (1000, 10_000)):
+                want = [(first, batch) for first, batch in dumps_mod.read_batches(path, batch_rows, max_len)]
+                flat_want = [ln for _, b in want for ln in b]
+                got = list(dumps_mod.read_blocks(path, batch_rows, max_len))
+                flat_got = [ln for _, _, p in got for ln in dumps_mod.lines_of(p, max_len)]
+                assert flat_got == flat_want
+                firsts, n = [], 1
+                for first, count, pieces in got:
+                    assert first == n and count == len(dumps_mod.lines_of(pieces, max_len))
+                    firsts.append(first)
+                    n += count
+                assert all(c >= batch_rows for _, c, _ in got[:-1])
+
+
+def test_vectorized_depths_match_the_walk() -> None:
+    rng = random.Random(1)
+    for trial in range(60):
+        n = rng.randint(1, 300)
+        uids = [f"u{rng.randint(0, 3)}" for _ in range(n)]
+        ids = [f"c{i}" for i in range(n)]
+        parents = [None if rng.random() < 0.2 else (f"c{rng.randint(0, i)}" if i and rng.random() < 0.9 else f"gone{i}")
+                   for i in range(n)]
+        parents = [None if p == ids[i] else p for i, p in enumerate(parents)]  # no self loops
+        order = list(range(n))
+        rng.shuffle(order)
+        u, c, p = [uids[i] for i in order], [ids[i] for i in order], [parents[i] for i in order]
+        got = comment_depths_vectorized(pa.array(u), pa.array(c), pa.array(p, pa.string()))
+        assert got is not None and got.tolist() == comment_depths(u, c, p), trial
+    # cycles and repeated keys: left to the reference walk
+    assert comment_depths_vectorized(pa.array(["u"] * 3), pa.array(["a", "b", "c"]), pa.array(["b", "a", "zz"])) is None
+    assert comment_depths_vectorized(pa.array(["u", "u"]), pa.array(["a", "a"]), pa.array([None, None], pa.string())) is None
+    assert comment_depths_vectorized(pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.string())).tolist() == []
+
+
+def test_finalize_matches_the_reference_finalize(tmp_path: Path) -> None:
+    """One take instead of two, vectorized depths: the same table, duplicates and cycles included."""
+    from blift import schemas as schemas_mod
+
+    subs, coms = generate(40, 800, seed=2)
+    coms = list(coms)
+    coms += [dict(coms[5], score=12345, retrieved_on=coms[5]["retrieved_on"] + 10), dict(coms[9])]  # newer repeat, tie
+    coms += [_com(900, "cy1", coms[0]["link_id"][3:], "cy2", T0), _com(901, "cy2", coms[0]["link_id"][3:], "cy1", T0)]
+    f = _filters(buckets=1)
+    tables = [dumps_mod.ingest_batch("comments", "F", 1, [orjson.dumps(c) for c in coms], f, None, 1 << 20).table]
+    items = dumps_mod.ingest_batch("submissions", "F", 1, [orjson.dumps(s) for s in list(subs) * 2], f, None, 1 << 20).table
+    stage = DumpIngestStage(DumpConfig(), tmp_path)
+    for dataset, table in (("comments", pa.concat_tables(tables)), ("items", items)):
+        got = stage.finalize_bucket(dataset, table)
+        keys = ["uid", "comment_id"] if dataset == "comments" else ["uid"]
+        want = table.take(dumps_mod._newest_per_key(table, keys))
+        if dataset == "comments":
+            depth = comment_depths(want["uid"].to_pylist(), want["comment_id"].to_pylist(), want["parent_id"].to_pylist())
+            want = want.set_column(want.schema.get_field_index("depth"), want.schema.field("depth"), pa.array(depth, pa.int32()))
+            sort = [("uid", "ascending"), ("created_at", "ascending"), ("comment_id", "ascending")]
+        else:
+            sort = [("uid", "ascending")]
+        want = want.take(pa.compute.sort_indices(want, sort_keys=sort))
+        assert got.equals(want), dataset
+        schemas_mod.get(dataset).validate(got)
+
+
+def test_author_cache_hashes_like_author_hash() -> None:
+    from blift.ids import author_hash, author_kind
+
+    names = ["alice", "Bob_42", "[deleted]", "[removed]", "", "AutoModerator", "helpful_bot", "日本語のユーザー",
+             "emoji😀name", "x" * 300, "t2_abc123"] + [f"user_{i}" for i in range(200)]
+    for salt in ("blift-default-salt", "other salt", "ünïcode-salt"):
+        cache = AuthorCache()
+        cache.use(salt)
+        for _ in range(2):  # misses, then hits
+            for name in names:
+                assert cache.hash(name) == author_hash(name, salt), (salt, name)
+                assert cache.kind(name) == author_kind(name)
+    cache.use("s1")
+    first = cache.hash("alice")
+    cache.use("s2")  # a new salt must not reuse the old hashes
+    assert cache.hash("alice") == author_hash("alice", "s2") != first
+
+
+def test_parse_workers_give_the_inline_results() -> None:
+    """The pool path proper (workers up before the first batch): same batches as parsing inline."""
+    subs, coms = generate(30, 400, seed=4)
+    f = _filters(buckets=5)
+    body = b"\n".join(orjson.dumps(c) for c in coms)
+    pieces_batches = [(1 + 100 * i, [b"\n".join(body.split(b"\n")[100 * i:100 * (i + 1)])]) for i in range(4)]
+    kept = _kept([orjson.dumps(s) for s in subs], f)
+    parser = dumps_mod._Parser(2, f, 1 << 20)
+    try:
+        for w in parser.starting:
+            w.result(timeout=60)
+        with tempfile.TemporaryDirectory() as tmp:
+            kept_path = str(Path(tmp) / "kept.npy")
+            np.save(kept_path, kept)
+            pooled = list(parser.map("comments", "F", iter(pieces_batches), kept, kept_path))
+    finally:
+        parser.close()
+    assert not parser.starting  # every batch went through the workers
+    inline = [dumps_mod.ingest_batch("comments", "F", first, dumps_mod.lines_of(p, 1 << 20), f, kept, 1 << 20)
+              for first, p in pieces_batches]
+    assert len(pooled) == len(inline) == 4
+    for a, b in zip(pooled, inline):
+        assert a.table.equals(b.table) and a.ranges == b.ranges and a.counts == b.counts
+        assert a.failures == b.failures and a.dropped == b.dropped
+
+
+def test_batches_in_flight_survive_a_corrupt_frame() -> None:
+    """Reading fails after two batches went to the workers: both still come back, then the error."""
+    f = _filters(buckets=3)
+    lines = [orjson.dumps(_com(i, f"g{i:02d}", "aa1", None, T0 + i)) for i in range(40)]
+
+    def batches():
+        yield 1, [b"\n".join(lines[:20])]
+        yield 21, [b"\n".join(lines[20:])]
+        raise zstandard.ZstdError("corrupt frame")
+
+    parser = dumps_mod._Parser(2, f, 1 << 20)
+    got = []
+    try:
+        for w in parser.starting:
+            w.result(timeout=60)
+        with pytest.raises(zstandard.ZstdError):
+            for b in parser.map("comments", "F", batches(), None, None):
+                got.append(b)
+    finally:
+        parser.close()
+    assert [b.counts["comments"] for b in got] == [20, 20]
