@@ -180,6 +180,13 @@ def validate(folder: Path = typer.Argument(..., help="run or release folder")) -
         raise typer.Exit(1)
 
 
+def _echo_report(title: str, report: object) -> None:
+    """A title line, then the report's own summary lines, indented."""
+    typer.echo(title)
+    for line in report.summary_lines():  # type: ignore[attr-defined]
+        typer.echo(f"  {line}")
+
+
 def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
                 **options: object) -> None:
     from blift.release.writer import release as do_release
@@ -188,9 +195,7 @@ def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_sh
         report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check, **options)
     except BliftError as exc:
         _fail(exc)
-    typer.echo(f"release: {report.out_dir}")
-    for line in report.summary_lines():
-        typer.echo(f"  {line}")
+    _echo_report(f"release: {report.out_dir}", report)
 
 
 def _do_push(release_dir: Path, repo_id: str, *, private: bool, append: bool = False, prune: bool = False) -> None:
@@ -201,9 +206,7 @@ def _do_push(release_dir: Path, repo_id: str, *, private: bool, append: bool = F
                               progress=sys.stderr.isatty())
     except BliftError as exc:
         _fail(exc)
-    typer.echo(f"pushed: {repo_id}")
-    for line in report.summary_lines():
-        typer.echo(f"  {line}")
+    _echo_report(f"pushed: {repo_id}", report)
 
 
 @app.command()
@@ -277,9 +280,7 @@ def export_llava(
                            splits=tuple(split))
     except BliftError as exc:
         _fail(exc)
-    typer.echo(f"export: {out}")
-    for line in report.summary_lines():
-        typer.echo(f"  {line}")
+    _echo_report(f"export: {out}", report)
 
 
 @app.command()
@@ -296,9 +297,7 @@ def takedown(
         report = do_takedown(release_dir, ids)
     except BliftError as exc:
         _fail(exc)
-    typer.echo(f"takedown: {release_dir}")
-    for line in report.summary_lines():
-        typer.echo(f"  {line}")
+    _echo_report(f"takedown: {release_dir}", report)
     if push:
         _do_push(release_dir, push, private=False, prune=True)
 

@@ -44,6 +44,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def swap_folder(tmp: Path, out_dir: Path) -> None:
+    """Replace the folder ``out_dir`` by the finished folder ``tmp``: two renames, the old one
+    removed only after the swap, so ``out_dir`` is always the old or the new complete folder."""
+    import shutil
+    import time
+
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_size: int | None = None) -> None:
     """Write Parquet to a temporary name in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

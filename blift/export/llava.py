@@ -165,7 +165,7 @@ def export_llava(release_dir: Path, out_dir: Path, *, videos: Literal["frames", 
         if problems:
             raise ExportValidationError(out_dir, problems)
         report.seconds = round(time.monotonic() - start, 3)
-        _swap_into_place(tmp, out_dir)
+        tables.swap_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -510,22 +510,3 @@ def write_frames(path: Path, frames: Iterator[np.ndarray], side: int) -> int:
     finally:
         Path(raw_name).unlink(missing_ok=True)
     return n
-
-
-# --------------------------------------------------------------------------- swap
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``: two renames, the old export removed only after the swap."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

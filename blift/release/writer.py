@@ -605,7 +605,7 @@ def release(
             report.check = check_release(tmp, report.rows, streaming=streaming_check, timeout_s=check_timeout_s)
             if report.stats is not None:
                 report.check.stats_note = report.stats.note()
-        _swap_into_place(tmp, out_dir)
+        tables.swap_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -803,19 +803,4 @@ def _write_config(name: str, shard_files: list[Path], schema_name: str, release_
             files[split], rows[split] = written, writer.rows
     return rows, files, duplicates, left_out
 
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``: two renames, the old release removed only after the swap."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
