@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from blift import tables
@@ -79,3 +81,13 @@ def test_missing_reddit_credentials_name_the_variables(tmp_path):
     assert proc.returncode == 2
     err = " ".join(proc.stderr.split())
     assert "REDDIT_CLIENT_ID" in err and "REDDIT_CLIENT_SECRET" in err and "praw.ini" in err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "pipelines").glob("*.yaml")))
+def test_every_shipped_pipeline_validates(name, tmp_path):
+    """The pipelines users copy from: every stage name, config key and request must check out."""
+    proc = subprocess.run([sys.executable, "-m", "blift.cli", "run", str(ROOT / "pipelines" / name), "--dry-run",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert re.search(r"shard\(s\): [1-9]\d* to run", first), proc.stdout  # the first stage has work
