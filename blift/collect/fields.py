@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+import orjson
+
 from blift.errors import InvalidRecord
 
 
@@ -41,3 +43,12 @@ def relative_folder(value: str, what: str = "store") -> str:
     if not value or rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"{what} must be a relative folder inside the run folder, got {value!r}")
     return value
+
+
+def request_spec(key: str, payload: Any) -> tuple[str | None, Any]:
+    """(kind, spec) of a ``requests`` row, the spec parsed from its canonical JSON."""
+    try:
+        spec = orjson.loads(payload["spec"])
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise InvalidRecord(f"request {key}: field 'spec' is not JSON ({exc})") from None
+    return payload.get("kind"), spec

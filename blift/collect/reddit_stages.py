@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, TypeVar
 
-import orjson
 import prawcore
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from blift.collect.fields import request_spec
 from blift.collect.reddit_client import RedditClientConfig, describe_endpoint, make_reddit
 from blift.collect.reddit_rows import REDDIT, comment_row, item_row
 from blift.errors import ConfigError, CredentialError, InvalidRecord, PermanentError, TransientError
@@ -320,11 +320,7 @@ class RedditListStage(_RedditStage):
         return [(row["request_id"], row) for row in shard.rows("requests")]
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
-        try:
-            spec = orjson.loads(payload["spec"])
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            raise InvalidRecord(f"request {key}: field 'spec' is not JSON ({exc})") from None
-        kind = payload.get("kind")
+        kind, spec = request_spec(key, payload)
         if kind == "posts":
             ids = spec.get("posts") if isinstance(spec, dict) else None
             if not isinstance(ids, list):

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import Field, field_validator
 
-from blift.collect.fields import relative_folder
+from blift.collect.fields import relative_folder, request_spec
 from blift.collect.media_store import MediaStore
 from blift.collect.youtube_client import (
     DEFAULT_FORMAT,
@@ -210,11 +210,7 @@ class YoutubeListStage(RecordStage):
         return [(row["request_id"], row) for row in shard.rows("requests")]
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
-        try:
-            spec = orjson.loads(payload["spec"])
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            raise InvalidRecord(f"request {key}: field 'spec' is not JSON ({exc})") from None
-        kind = payload.get("kind")
+        kind, spec = request_spec(key, payload)
         counters: dict[str, int] = {}
         dropped: list[dict[str, Any]] = []
         if kind == "urls":
