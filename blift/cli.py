@@ -62,6 +62,8 @@ def run(
     pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default: the pipeline's `out`, else runs/<name>)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes per stage"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the pipeline"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="redo records whose error was transient"),
     stage: list[str] = typer.Option([], "--stage", help="run only these stages (repeatable)"),
@@ -74,8 +76,10 @@ def run(
     from blift.runner.run import RunOptions, run_pipeline
     from blift.runner.stats import print_stats
 
+    if executor not in (None, "local", "ray"):
+        _fail(ConfigError(f"--executor {executor!r}: expected local or ray"))
     opts = RunOptions(out=out, workers=workers, dry_run=dry_run, retry_failed=retry_failed, progress=progress,
-                      record_timeout_s=record_timeout or None)
+                      record_timeout_s=record_timeout or None, executor=executor, ray_address=ray_address)
     try:
         report = run_pipeline(pipeline, opts, only=stage or None)
     except BliftError as exc:

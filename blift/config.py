@@ -65,6 +65,8 @@ class Pipeline(BaseModel):
     description: str = ""
     out: str | None = Field(default=None, description="run folder (default runs/<name>)")
     replay: ReplaySpec | None = None
+    executor: Literal["local", "ray"] = Field(default="local", description="local process pools or a Ray cluster")
+    ray_address: str | None = Field(default=None, description="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     stages: list[StageEntry]
     release: ReleaseSpec | None = None
 

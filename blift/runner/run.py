@@ -11,7 +11,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +41,8 @@ class RunOptions:
     progress: bool | None = None  # None: rich bars on a TTY, log lines otherwise
     max_attempts: int = 3
     record_timeout_s: float | None = 900.0  # watchdog for record stages; None: off
+    executor: str | None = None  # local | ray; None: the pipeline's choice, else local
+    ray_address: str | None = None  # a Ray cluster to join (else RAY_ADDRESS, else a local Ray)
 
 
 @dataclass
@@ -172,7 +174,13 @@ def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str,
         reporter.shard_done(stage_cls.name, summary)
 
     workers = entry.workers or opts.workers
-    LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
+    if (opts.executor or "local") == "ray":
+        from blift.runner.ray_executor import RayExecutor
+
+        RayExecutor(workers, max_attempts=opts.max_attempts, address=opts.ray_address).run(
+            spec, plan.todo, done, failed, resources=stage_cls.resources)
+    else:
+        LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
     stats = stage_stats(run_dir, stage_cls.name, shards)
     stats["shards_failed"] = len(failures)
     reporter.stage_end(stage_cls.name, stats)
@@ -230,6 +238,8 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
 
 def run_pipeline(path: Path, opts: RunOptions, *, only: list[str] | None = None) -> RunReport:
     pipeline = load_pipeline(path)
+    if opts.executor is None:  # the command line wins over the pipeline file
+        opts = replace(opts, executor=pipeline.executor, ray_address=opts.ray_address or pipeline.ray_address)
     base = path.resolve().parent
     run_dir = (opts.out or Path(pipeline.out or f"runs/{pipeline.name}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
