@@ -644,49 +644,9 @@ def _comment_candidate(data: dict[str, Any], f: _Filters, batch: _Batch, *, foll
 # ----------------------------------------------------------------------------------- reading
 
 
-def read_batches(path: Path, batch_rows: int, max_line_bytes: int) -> Iterator[tuple[int, list[bytes | None]]]:
-    """(first line number, lines) batches of a ``.zst`` or plain NDJSON file, in constant memory.
-
-    Lines stay bytes: orjson parses UTF-8 bytes directly and rejects invalid UTF-8 per line, which
-    a text wrapper would turn into a whole-file failure. An over-long line comes out as ``None``
-    (reported as an error) and its bytes are skipped, never held.
-    """
-    with open(path, "rb") as raw:
-        if path.suffix == ".zst":
-            stream: Any = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, read_size=_READ_CHUNK)
-        else:
-            stream = raw
-        line_no, batch, first = 0, [], 1
-        tail = b""
-        skipping = False  # inside an over-long line
-        while True:
-            chunk = stream.read(_READ_CHUNK)
-            if not chunk:
-                break
-            parts = chunk.split(b"\n")
-            parts[0] = tail + parts[0]
-            tail = parts.pop()
-            for part in parts:
-                line_no += 1
-                if skipping:
-                    skipping = False
-                    batch.append(None)
-                else:
-                    batch.append(part if len(part) <= max_line_bytes else None)
-                if len(batch) >= batch_rows:
-                    yield first, batch
-                    batch, first = [], line_no + 1
-            if len(tail) > max_line_bytes:
-                skipping, tail = True, b""
-        if tail or skipping:
-            line_no += 1
-            batch.append(None if skipping else tail)
-        if batch:
-            yield first, batch
-
-
 def read_blocks(path: Path, batch_rows: int, max_line_bytes: int) -> Iterator[tuple[int, int, list[bytes | None]]]:
-    """(first line number, line count, pieces) batches of the same lines as :func:`read_batches`.
+    """(first line number, line count, pieces) batches of lines (tests check them against a plain
+    line-by-line reader).
 
     A piece is a run of whole lines joined by ``\\n`` (a slice of the decompressed stream, never
     split into line objects here) or None for one line over ``max_line_bytes`` that spanned
@@ -749,7 +709,7 @@ def _newlines(data: bytes) -> int:
 
 
 def lines_of(pieces: list[bytes | None], max_line_bytes: int) -> list[bytes | None]:
-    """The lines of :func:`read_blocks` pieces, as :func:`read_batches` gives them (None: too long)."""
+    """The lines of :func:`read_blocks` pieces (None: a line over ``max_line_bytes``)."""
     lines: list[bytes | None] = []
     for piece in pieces:
         if piece is None:

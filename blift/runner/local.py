@@ -32,6 +32,17 @@ class ShardFailure:
     message: str
 
 
+def retry_or_fail(task: ShardTask, attempts: dict[str, int], pending: list[ShardTask], max_attempts: int,
+                  on_failed: Callable[[ShardFailure], None], error_type: str, message: str) -> None:
+    """Queue a failed shard again while it has attempts left, else report it failed (both executors)."""
+    if attempts[task.shard] < max_attempts:
+        log.warning("shard %s failed (%s: %s); retrying (attempt %d of %d)", task.shard, error_type,
+                    message.splitlines()[0] if message else "", attempts[task.shard] + 1, max_attempts)
+        pending.append(task)
+    else:
+        on_failed(ShardFailure(task.shard, attempts[task.shard], error_type, message))
+
+
 class LocalExecutor:
     def __init__(self, workers: int | None = None, *, max_attempts: int = 3, max_in_flight: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -79,29 +90,20 @@ class LocalExecutor:
                             on_done(fut.result())
                         except BrokenProcessPool:
                             broken = True
-                            self._retry_or_fail(task, attempts, pending, on_failed, "BrokenProcessPool",
-                                                "a worker process died while this shard was in flight")
+                            retry_or_fail(task, attempts, pending, self.max_attempts, on_failed, "BrokenProcessPool",
+                                          "a worker process died while this shard was in flight")
                         except BliftError:
                             broken = True  # stop the workers, then let the error end the run
                             raise
                         except Exception as exc:  # noqa: BLE001 - a shard's failure never stops the job
-                            self._retry_or_fail(task, attempts, pending, on_failed, type(exc).__name__, str(exc))
+                            retry_or_fail(task, attempts, pending, self.max_attempts, on_failed, type(exc).__name__, str(exc))
                     if broken:
                         for fut, task in list(in_flight.items()):
                             in_flight.pop(fut)
-                            self._retry_or_fail(task, attempts, pending, on_failed, "BrokenProcessPool",
-                                                "a worker process died while this shard was in flight")
+                            retry_or_fail(task, attempts, pending, self.max_attempts, on_failed, "BrokenProcessPool",
+                                          "a worker process died while this shard was in flight")
                         break
             finally:
                 pool.shutdown(wait=not broken, cancel_futures=True)
             if broken:
                 log.warning("%s: a worker process died; restarting the pool (%d shard(s) left)", spec.stage_name, len(pending))
-
-    def _retry_or_fail(self, task: ShardTask, attempts: dict[str, int], pending: list[ShardTask],
-                       on_failed: Callable[[ShardFailure], None], error_type: str, message: str) -> None:
-        if attempts[task.shard] < self.max_attempts:
-            log.warning("shard %s failed (%s: %s); retrying (attempt %d of %d)", task.shard, error_type,
-                        message.splitlines()[0] if message else "", attempts[task.shard] + 1, self.max_attempts)
-            pending.append(task)
-        else:
-            on_failed(ShardFailure(task.shard, attempts[task.shard], error_type, message))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from blift.errors import BliftError, ConfigError
-from blift.runner.local import ShardFailure
+from blift.runner.local import ShardFailure, retry_or_fail
 from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, run_shard
 
 log = logging.getLogger("blift.runner")
@@ -269,18 +269,18 @@ class RayExecutor:
                         if isinstance(cause, BliftError):
                             raise cause from None
                         err = cause if isinstance(cause, BaseException) else exc
-                        self._retry_or_fail(item.task, attempts, pending, on_failed, type(err).__name__, str(err))
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, type(err).__name__, str(err))
                     except WorkerCrashedError as exc:  # Ray already re-ran it max_retries times
                         attempts[item.task.shard] = max(attempts[item.task.shard], self.max_attempts)
-                        self._retry_or_fail(item.task, attempts, pending, on_failed, "WorkerCrashedError",
-                                            f"a Ray worker process died while this shard was in flight: {exc}")
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, "WorkerCrashedError",
+                                      f"a Ray worker process died while this shard was in flight: {exc}")
                     except RayActorError as exc:
                         if on_dead:
                             on_dead(item.actor)
-                        self._retry_or_fail(item.task, attempts, pending, on_failed, type(exc).__name__,
-                                            f"the Ray actor running this shard died: {exc}")
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, type(exc).__name__,
+                                      f"the Ray actor running this shard died: {exc}")
                     except GetTimeoutError as exc:  # pragma: no cover - a ready ref is already local
-                        self._retry_or_fail(item.task, attempts, pending, on_failed, "GetTimeoutError", str(exc))
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, "GetTimeoutError", str(exc))
                     else:
                         on_done(summary)
         finally:
@@ -290,25 +290,9 @@ class RayExecutor:
                 except Exception:  # noqa: BLE001 - actor calls cannot be force-cancelled; the actors are killed
                     pass
 
-    def _retry_or_fail(self, task: ShardTask, attempts: dict[str, int], pending: list[ShardTask],
-                       on_failed: Callable[[ShardFailure], None], error_type: str, message: str) -> None:
-        if attempts[task.shard] < self.max_attempts:
-            log.warning("shard %s failed (%s: %s); retrying (attempt %d of %d)", task.shard, error_type,
-                        message.splitlines()[0] if message else "", attempts[task.shard] + 1, self.max_attempts)
-            pending.append(task)
-        else:
-            on_failed(ShardFailure(task.shard, attempts[task.shard], error_type, message))
-
 
 def _stop_local_ray(ray: Any, temp_dir: Path) -> None:
     """At exit: stop the Ray this process started, then remove its session files (logs, sockets)."""
     if ray.is_initialized():
         ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def shutdown_local_ray() -> None:
-    """Disconnect this process from Ray (stops it only if this process started it)."""
-    ray = _ray()
-    if ray.is_initialized():
-        ray.shutdown()
