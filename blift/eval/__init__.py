@@ -1,0 +1,1 @@
+"""Score models on behavior prediction and content understanding (``blift eval``)."""

@@ -1,0 +1,1 @@
+"""Fine-tune LLaVA-family models on released BLIFT records (``blift train``)."""
