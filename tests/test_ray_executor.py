@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import yaml
 
 from blift.errors import CredentialError
 from blift.runner.run import RunOptions, run_pipeline
-from blift.stage import ShardInput, Stage, StageConfig, StageResult
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
@@ -26,46 +24,11 @@ from test_runner import calls, make_refs  # noqa: E402
 from toy_stages import TOY_STAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = TOY_STAGES + ";toy.model=test_ray_executor:ToyModel"
-
-
-class ModelConfig(StageConfig):
-    marker_dir: str = ""
-    require_gpu: bool = False
-
-
-class ToyModel(Stage):
-    """items -> captions (as items): a "model stage". setup() leaves a marker per call (so tests
-    count model loads); markers ``fail-once`` / ``die-once`` make the next shard raise / kill its
-    actor process, exactly once across all actors."""
-
-    name = "toy.model"
-    inputs = {"items": "items"}
-    outputs = {"captions": "items"}
-    resources = "gpu"
-    Config = ModelConfig
-
-    def setup(self) -> None:
-        markers = Path(self.config.marker_dir)
-        (markers / f"setup-{os.getpid()}-{uuid.uuid4().hex[:8]}").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
-
-    def process(self, shard: ShardInput) -> StageResult:
-        markers = Path(self.config.marker_dir)
-        for name in ("fail-once", "die-once"):
-            try:
-                (markers / name).unlink()  # atomic: only one shard wins
-            except FileNotFoundError:
-                continue
-            if name == "fail-once":
-                raise RuntimeError("injected failure")
-            os._exit(3)
-        rows = [{**r, "title": r["title"].upper()} for r in shard.rows("items")]
-        return StageResult(tables={"captions": rows}, records_in=len(rows))
 
 
 @pytest.fixture(autouse=True)
 def toy_env(monkeypatch):
-    monkeypatch.setenv("BLIFT_STAGES", STAGES)
+    monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1732406400")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
 

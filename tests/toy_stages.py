@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +74,39 @@ class ToyFilter(Stage):
         return StageResult(tables={"items_clean": kept}, records_in=len(rows), dropped=dropped)
 
 
-TOY_STAGES = "toy.fetch=toy_stages:ToyFetch;toy.filter=toy_stages:ToyFilter"
+class ModelConfig(StageConfig):
+    marker_dir: str = ""
+    require_gpu: bool = False
+
+
+class ToyModel(Stage):
+    """items -> captions (as items): a "model stage". setup() leaves a marker per call (so tests
+    count model loads per process); markers ``fail-once`` / ``die-once`` make the next shard raise /
+    kill its worker process, exactly once across all workers. ``TOY_SLEEP`` slows each shard."""
+
+    name = "toy.model"
+    inputs = {"items": "items"}
+    outputs = {"captions": "items"}
+    resources = "gpu"
+    Config = ModelConfig
+
+    def setup(self) -> None:
+        markers = Path(self.config.marker_dir)
+        (markers / f"setup-{os.getpid()}-{uuid.uuid4().hex[:8]}").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+
+    def process(self, shard: ShardInput) -> StageResult:
+        markers = Path(self.config.marker_dir)
+        for name in ("fail-once", "die-once"):
+            try:
+                (markers / name).unlink()  # atomic: only one shard wins
+            except FileNotFoundError:
+                continue
+            if name == "fail-once":
+                raise RuntimeError("injected failure")
+            os._exit(3)
+        time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+        rows = [{**r, "title": r["title"].upper()} for r in shard.rows("items")]
+        return StageResult(tables={"captions": rows}, records_in=len(rows))
+
+
+TOY_STAGES = "toy.fetch=toy_stages:ToyFetch;toy.filter=toy_stages:ToyFilter;toy.model=toy_stages:ToyModel"

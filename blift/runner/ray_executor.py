@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from blift.errors import BliftError, ConfigError
@@ -39,8 +40,10 @@ log = logging.getLogger("blift.runner")
 
 # Env vars the driver forwards to Ray workers: plugin stages (BLIFT_STAGES), their import path,
 # and the reproducibility clock; a `ray start` head does not inherit the driver's environment.
-FORWARDED_ENV = ("BLIFT_STAGES", "PYTHONPATH", "SOURCE_DATE_EPOCH", "HF_HOME", "HF_HUB_OFFLINE",
-                 "TRANSFORMERS_OFFLINE")
+# The driver's environment the workers need (stage registry, credentials, Hub settings): these
+# names, every name with one of these prefixes, and the names listed in BLIFT_RAY_ENV (commas).
+FORWARDED_ENV = ("PYTHONPATH", "SOURCE_DATE_EPOCH")
+FORWARDED_PREFIXES = ("BLIFT_", "REDDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
 POLL_S = 2.0  # how often the driver wakes while waiting (to check the no-progress timeout)
 ACTOR_CPUS = 0.5
 CALLS_PER_ACTOR = 2  # one running, one queued: an actor never idles between shards
@@ -56,6 +59,13 @@ def _ray() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RayUnavailable("executor 'ray' needs Ray: pip install 'blift[ray]' (or 'ray[default]')") from exc
     return ray
+
+
+def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables a driver passes to its Ray workers (runtime_env), see FORWARDED_ENV."""
+    extra = {name.strip() for name in environ.get("BLIFT_RAY_ENV", "").split(",") if name.strip()}
+    return {k: v for k, v in environ.items()
+            if v and (k in FORWARDED_ENV or k in extra or k.startswith(FORWARDED_PREFIXES))}
 
 
 def requires_gpu(spec: StageSpec) -> bool:
@@ -121,7 +131,7 @@ class RayExecutor:
         ray = _ray()
         if ray.is_initialized():
             return ray
-        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        env = forwarded_env(os.environ)
         runtime_env = {"env_vars": env} if env else None
         common = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                       configure_logging=False)
