@@ -306,5 +306,47 @@ def takedown(
         _do_push(release_dir, push, private=False, prune=True)
 
 
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="training config YAML (see blift/train/recipes/behavior_llava.yaml)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the last checkpoint in output_dir"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="stop after this many steps (a smoke run)"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="override the config's output_dir"),
+) -> None:
+    """Fine-tune a LLaVA-family model on released BLIFT records (full or LoRA). Under several GPUs:
+    `accelerate launch --config_file blift/train/recipes/accelerate_zero2.yaml -m blift.cli train CONFIG`."""
+    from blift.train.config import load_train_config
+    from blift.train.trainer import train as do_train
+
+    try:
+        cfg = load_train_config(config)
+        updates = {k: v for k, v in {"max_steps": max_steps, "output_dir": str(output_dir) if output_dir else None}.items()
+                   if v is not None}
+        result = do_train(cfg.model_copy(update=updates) if updates else cfg, resume=resume)
+    except BliftError as exc:
+        _fail(exc)
+    last = f"{result.losses[-1][1]:.4f}" if result.losses else "n/a"
+    typer.echo(f"trained {result.global_step} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f} s; "
+               f"last loss {last}; {len(result.dropped)} records dropped; model in {result.output_dir}")
+
+
+@app.command("eval")
+def eval_cmd(
+    config: Path = typer.Argument(..., help="evaluation config YAML: checkpoints, behavior records, task files"),
+) -> None:
+    """Score checkpoints on behavior prediction and content tasks; writes results.json and results.md."""
+    from blift.eval.config import load_eval_config
+    from blift.eval.run import evaluate
+
+    try:
+        cfg = load_eval_config(config)
+        evaluate(cfg)
+    except BliftError as exc:
+        _fail(exc)
+    table = Path(cfg.output_dir) / "results.md"
+    typer.echo(table.read_text() if table.exists() else "no results")
+    typer.echo(f"results: {Path(cfg.output_dir) / 'results.json'}, {table}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
