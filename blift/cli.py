@@ -64,6 +64,8 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes per stage"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the pipeline"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
+    ray_wait_timeout: float = typer.Option(3600.0, "--ray-wait-timeout", min=1,
+                                           help="Ray: end the run when no shard finishes for this many seconds"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="redo records whose error was transient"),
     stage: list[str] = typer.Option([], "--stage", help="run only these stages (repeatable)"),
@@ -79,7 +81,8 @@ def run(
     if executor not in (None, "local", "ray"):
         _fail(ConfigError(f"--executor {executor!r}: expected local or ray"))
     opts = RunOptions(out=out, workers=workers, dry_run=dry_run, retry_failed=retry_failed, progress=progress,
-                      record_timeout_s=record_timeout or None, executor=executor, ray_address=ray_address)
+                      record_timeout_s=record_timeout or None, executor=executor, ray_address=ray_address,
+                      ray_wait_timeout_s=ray_wait_timeout)
     try:
         report = run_pipeline(pipeline, opts, only=stage or None)
     except BliftError as exc:

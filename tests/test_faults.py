@@ -34,6 +34,7 @@ import yaml
 from servers.media_server import MediaServer, Reply
 
 from blift import schemas, tables
+from blift.errors import BliftError
 from blift.runner.run import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -138,6 +139,35 @@ def test_injected_exceptions_and_worker_deaths_are_retried_to_completion(tmp_pat
     assert sum(n - 1 for key, n in c.items() if key != "reddit:die1") <= (1 if executor[0] == "local" else 0), c
     assert len(setups(markers)) >= 2  # the dead model worker was replaced and set up again
     assert digests(run_dir) == digests(ref_dir)
+
+
+def test_retry_failed_redoes_only_transient_errors(tmp_path, executor):
+    shards = {"part-0": ["ok1", "bad1", "flaky1", "ok2"], "part-1": ["ok3", "flaky2"]}
+    run_dir, markers, report = run(tmp_path, "run", executor, shards=shards)
+    assert report.stats["stages"]["toy.fetch"]["errors"] == {"invalid": 1, "transient": 2}
+    pipe = tmp_path / "run.yaml"
+    options = dict(out=run_dir, workers=2, progress=False, executor=executor[0], ray_address=executor[1])
+    run_pipeline(pipe, RunOptions(**options))  # a plain rerun redoes nothing
+    assert sum(calls(markers).values()) == 6
+    (markers / "heal").touch()
+    report = run_pipeline(pipe, RunOptions(**options, retry_failed=True))
+    c = calls(markers)
+    assert c["reddit:flaky1"] == c["reddit:flaky2"] == 2 and c["reddit:bad1"] == c["reddit:ok1"] == 1
+    assert report.stats["stages"]["toy.fetch"]["errors"] == {"invalid": 1}
+    ids = tables.read_dataset(run_dir / "items", "items").column("item_id").to_pylist()
+    assert ids == ["ok1", "flaky1", "ok2", "ok3", "flaky2"]  # record order kept
+
+
+def test_ray_run_with_no_progress_ends_with_an_error_and_stops_its_actors(tmp_path, ray_head):
+    run_dir, markers, pipe = prepare(tmp_path, "run", {"part-0": ["a1"], "part-1": ["b1"]}, markers=("stall",))
+    with pytest.raises(BliftError, match="no shard finished on the Ray cluster for 3 s"):
+        run_pipeline(pipe, RunOptions(out=run_dir, workers=2, progress=False, executor="ray", ray_address=ray_head,
+                                      ray_wait_timeout_s=3))
+    deadline = time.monotonic() + 30
+    while _our_ray_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _our_ray_workers(), "the stalled actors were left running"
+    assert list((run_dir / "items_clean").glob("*.parquet")) and not (run_dir / "captions").exists()
 
 
 def _blift_run(pipe: Path, run_dir: Path, executor: tuple[str, str | None], env: dict[str, str]) -> subprocess.Popen:

@@ -82,7 +82,8 @@ class ModelConfig(StageConfig):
 class ToyModel(Stage):
     """items -> captions (as items): a "model stage". setup() leaves a marker per call (so tests
     count model loads per process); markers ``fail-once`` / ``die-once`` make the next shard raise /
-    kill its worker process, exactly once across all workers. ``TOY_SLEEP`` slows each shard."""
+    kill its worker process, exactly once across all workers; marker ``stall`` makes every shard
+    sleep for a minute. ``TOY_SLEEP`` slows each shard."""
 
     name = "toy.model"
     inputs = {"items": "items"}
@@ -104,7 +105,7 @@ class ToyModel(Stage):
             if name == "fail-once":
                 raise RuntimeError("injected failure")
             os._exit(3)
-        time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+        time.sleep(60 if (markers / "stall").exists() else float(os.environ.get("TOY_SLEEP", "0")))
         rows = [{**r, "title": r["title"].upper()} for r in shard.rows("items")]
         return StageResult(tables={"captions": rows}, records_in=len(rows))
 

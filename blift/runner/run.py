@@ -43,6 +43,7 @@ class RunOptions:
     record_timeout_s: float | None = 900.0  # watchdog for record stages; None: off
     executor: str | None = None  # local | ray; None: the pipeline's choice, else local
     ray_address: str | None = None  # a Ray cluster to join (else RAY_ADDRESS, else a local Ray)
+    ray_wait_timeout_s: float = 3600.0  # Ray: end the run when no shard finishes for this long
 
 
 @dataclass
@@ -177,7 +178,8 @@ def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str,
     if (opts.executor or "local") == "ray":
         from blift.runner.ray_executor import RayExecutor
 
-        RayExecutor(workers, max_attempts=opts.max_attempts, address=opts.ray_address).run(
+        RayExecutor(workers, max_attempts=opts.max_attempts, address=opts.ray_address,
+                    wait_timeout_s=opts.ray_wait_timeout_s).run(
             spec, plan.todo, done, failed, resources=stage_cls.resources)
     else:
         LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
