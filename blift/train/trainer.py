@@ -372,6 +372,9 @@ def train(config: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] 
     output_dir = Path(config.output_dir)
     resumed_from = last_checkpoint(output_dir) if resume else None
 
+    from transformers import set_seed
+
+    set_seed(config.seed)  # before the LoRA adapters are created, so a run's initial weights repeat
     model, processor, model_type = load_model_and_processor(
         config.model, model_type=config.model_type, dtype=precision.weights, lora=config.lora,
         tune_vision=config.tune_vision, gradient_checkpointing=config.gradient_checkpointing)
