@@ -197,3 +197,11 @@ def test_watchdog_fails_a_hung_record_and_the_job_goes_on(tmp_path):
     assert ids == ["a1", "a2", "b1", "b2"]
     c = calls(markers)
     assert c["reddit:a1"] == 1 and c["reddit:hang1"] == 1  # neither redone after the worker restart
+
+
+@pytest.mark.parametrize("out", ["s3://bucket/runs/x", "gs://b/r", "file:///tmp/x"])
+def test_object_store_run_folder_is_refused_by_name(tmp_path, out):
+    pipe = write_pipeline(tmp_path / "p.yaml", tmp_path)
+    with pytest.raises(ConfigError, match="object stores and URLs are not supported"):
+        run_pipeline(pipe, RunOptions(out=Path(out), progress=False))
+    assert not Path("s3:").exists() and not Path("gs:").exists()

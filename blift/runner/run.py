@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from blift.stage import Stage, StreamStage
 log = logging.getLogger("blift.runner")
 
 STREAM_SHARD = "_stream"
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://, gs://, hdfs://, file:// (Path keeps one slash)
 
 
 @dataclass
@@ -243,7 +245,12 @@ def run_pipeline(path: Path, opts: RunOptions, *, only: list[str] | None = None)
     if opts.executor is None:  # the command line wins over the pipeline file
         opts = replace(opts, executor=pipeline.executor, ray_address=opts.ray_address or pipeline.ray_address)
     base = path.resolve().parent
-    run_dir = (opts.out or Path(pipeline.out or f"runs/{pipeline.name}")).resolve()
+    out = opts.out or Path(pipeline.out or f"runs/{pipeline.name}")
+    if URL_LIKE.match(str(out)):
+        raise ConfigError(f"run folder {str(opts.out or pipeline.out)!r}: object stores and URLs are not supported "
+                          "as run folders (shards are renamed into place); use a local or shared file system path "
+                          "that every worker mounts at the same place")
+    run_dir = out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     reporter = make_reporter(opts.progress) if not opts.dry_run else Reporter()
     report = RunReport(run_dir=run_dir, stats={})
