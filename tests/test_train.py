@@ -390,3 +390,16 @@ def test_unreadable_and_too_long_records_are_dropped_by_name(tiny: Path, mixed_r
     assert video_drops == {f"youtube:vid{i}xxxxxxx:{t}" for i in (0, 1) for t in ("behavior", "content")}
     summary = json.loads((tmp_path / "drops" / SUMMARY).read_text())
     assert set(summary["dropped"]) == set(result.dropped)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_bf16_training_on_the_gpu_lowers_the_loss(tiny: Path, images_release: Path, tmp_path: Path, lora: bool) -> None:
+    """precision auto on a GPU: bf16 autocast (full: fp32 master weights; LoRA: bf16 base)."""
+    config = make_config(tiny, images_release, tmp_path / "gpu", max_steps=12, learning_rate=1e-2 if not lora else 3e-2,
+                         lora={"enabled": lora, "r": 8, "alpha": 16})
+    result = train(config)
+    assert result.precision == "bf16"
+    first, last = result.losses[0][1], result.losses[-1][1]
+    assert last < 0.9 * first, result.losses
