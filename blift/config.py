@@ -71,11 +71,15 @@ class Pipeline(BaseModel):
     release: ReleaseSpec | None = None
 
 
-def _format_validation(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+def format_validation(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    """One line per problem, ``<prefix>field 'a.b[0]': <message>``, with a "did you mean" for
+    unknown fields; a problem of the whole mapping (a model validator) has no field."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
-        if err["type"] == "extra_forbidden":
+        if not loc:
+            lines.append(f"{prefix}{err['msg'].removeprefix('Value error, ')}")
+        elif err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
             known = sorted(model.model_fields) if len(err["loc"]) == 1 else []
             close = difflib.get_close_matches(field, known, n=1)
@@ -84,7 +88,7 @@ def _format_validation(exc: ValidationError, prefix: str, model: type[BaseModel]
         elif err["type"] == "missing":
             lines.append(f"{prefix}field {loc!r}: required but missing")
         else:
-            lines.append(f"{prefix}field {loc!r}: {err['msg']} (got {err.get('input')!r:.60})")
+            lines.append(f"{prefix}field {loc!r}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r:.60})")
     return "\n".join(lines)
 
 
@@ -92,7 +96,7 @@ def validate_stage_config(stage_cls: type[Stage], config: dict[str, Any], where:
     try:
         return stage_cls.Config.model_validate(config)
     except ValidationError as exc:
-        msg = _format_validation(exc, f"{where}: ", stage_cls.Config)
+        msg = format_validation(exc, f"{where}: ", stage_cls.Config)
         known = ", ".join(sorted(stage_cls.Config.model_fields))
         raise ConfigError(f"{msg}\n  known fields of {stage_cls.name!r}: {known}") from None
 
@@ -115,20 +119,27 @@ def substitute(obj: Any, variables: dict[str, str], where: str) -> Any:
     return obj
 
 
-def load_pipeline(path: Path) -> Pipeline:
-    """Parse and validate a pipeline file, including every stage's config."""
+def read_config_mapping(path: Path, what: str, expected: str) -> dict[str, Any]:
+    """A YAML config file as a mapping; unreadable files, bad YAML and non-mappings are
+    ConfigErrors naming the file (``what``: "pipeline file"; ``expected``: its main keys)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read pipeline file ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'name' and 'stages', got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping with {expected}, got {type(data).__name__}")
+    return data
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """Parse and validate a pipeline file, including every stage's config."""
+    data = read_config_mapping(path, "pipeline file", "'name' and 'stages'")
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, f"{path}: ", Pipeline)) from None
+        raise ConfigError(format_validation(exc, f"{path}: ", Pipeline)) from None
     for i, entry in enumerate(pipeline.stages):
         where = f"{path}: stages[{i}] ({entry.stage})"
         try:

@@ -18,13 +18,12 @@ reported as ``<file>: field '<name>': <what was expected>`` (:class:`blift.error
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from blift.config import format_validation, read_config_mapping
 from blift.errors import ConfigError
 from blift.train.data import DataSource
 
@@ -101,43 +100,14 @@ def _checkpoint_path(value: str, base: Path) -> str:
     return value
 
 
-def _format(exc: ValidationError, path: Path) -> str:
-    """One line per problem: ``<file>: field 'checkpoints[0].path': <message>`` (whole-config
-    problems without a field are written ``<file>: <message>``)."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            known = sorted(EvalConfig.model_fields) if len(err["loc"]) == 1 else []
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            listing = f"; known fields: {', '.join(known)}" if known else ""
-            lines.append(f"{path}: field {loc!r}: unknown field{hint}{listing}")
-        elif err["type"] == "missing":
-            lines.append(f"{path}: field {loc!r}: required but missing")
-        elif not loc:
-            lines.append(f"{path}: {msg}")
-        else:
-            lines.append(f"{path}: field {loc!r}: {msg} (got {err.get('input')!r:.60})")
-    return "\n".join(lines)
-
-
 def load_eval_config(path: Path | str) -> EvalConfig:
     """Parse, validate and resolve an eval config file; errors name the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read eval config ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'checkpoints' and 'output_dir', got {type(data).__name__}")
+    data = read_config_mapping(path, "eval config", "'checkpoints' and 'output_dir'")
     try:
         config = EvalConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, path)) from None
+        raise ConfigError(format_validation(exc, f"{path}: ", EvalConfig)) from None
     base = path.resolve().parent
     for i, ref in enumerate(config.checkpoints):
         ref.path = _checkpoint_path(ref.path, base)

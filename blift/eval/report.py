@@ -31,12 +31,12 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from blift.tables import atomic_write_bytes
 
 _LOWER = ("mae", "rmse", "perplexity", "loss", "nll", "error")
 _HIGHER = ("r2", "pearson", "spearman", "accuracy", "acc", "f1", "exact_match", "em", "similarity", "coverage",
@@ -146,19 +146,6 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(folder: Path, results: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` into ``folder`` (created); returns both paths."""
     folder = Path(folder)
@@ -169,6 +156,6 @@ def write_results(folder: Path, results: Mapping[str, Any]) -> tuple[Path, Path]
     n = len(_checkpoints(results))
     md = (f"# blift eval results\n\n{n} checkpoint(s); rows are metrics, columns checkpoints. "
           f"Bold: best where the direction is known. Full values in `results.json`.\n\n{table}")
-    _atomic_write(json_path, text + "\n")
-    _atomic_write(md_path, md)
+    atomic_write_bytes(json_path, (text + "\n").encode())
+    atomic_write_bytes(md_path, md.encode())
     return json_path, md_path

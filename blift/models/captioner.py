@@ -103,7 +103,7 @@ def resolve_model(spec: str) -> ModelSource:
         raise ConfigError(f"caption model {spec!r}: folder {folder.resolve()} does not exist "
                           "(a Hub model is given as 'org/name')")
     offline = hub_offline()
-    if offline and _cached_snapshot(spec) is None:
+    if offline and cached_snapshot(spec) is None:
         raise ConfigError(
             f"caption model {spec!r}: not a local folder ({folder.resolve()} does not exist) and not in the "
             f"Hugging Face cache ({hub_cache_dir()}); HF_HUB_OFFLINE is set, so nothing is downloaded. "
@@ -111,7 +111,7 @@ def resolve_model(spec: str) -> ModelSource:
     return ModelSource(spec, spec, offline)
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
+def cached_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of ``repo_id`` at ``main`` holding a config.json, if any."""
     repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     ref = repo / "refs" / "main"
@@ -129,7 +129,7 @@ def model_identity(spec: str | None) -> dict[str, Any]:
         return {}
     folder = Path(spec).expanduser()
     if not folder.is_dir():
-        snap = _cached_snapshot(spec) if _REPO_ID.match(spec) else None
+        snap = cached_snapshot(spec) if _REPO_ID.match(spec) else None
         return {"hub_commit": snap.name if snap else None}
     config = folder / "config.json"
     digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None
@@ -169,10 +169,10 @@ def load_processor(source: ModelSource, model_type: str, model_config: Any) -> A
                  source.spec, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     except OSError as exc:
         raise ConfigError(f"caption model {source.spec!r}: cannot load its processor ({exc})") from None
-    return _image_only_next_processor(source, model_config)
+    return image_only_next_processor(source, model_config)
 
 
-def _image_only_next_processor(source: ModelSource, model_config: Any) -> Any:
+def image_only_next_processor(source: ModelSource, model_config: Any) -> Any:
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaNextProcessor
 
     kwargs = {"local_files_only": source.local_files_only}

@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from blift.config import _format_validation
+from blift.config import format_validation, read_config_mapping
 from blift.errors import ConfigError
 from blift.train.data import DataSource
 
@@ -142,7 +141,7 @@ def parse_train_config(data: object, where: str, base: Path | None = None) -> Tr
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, f"{where}: ", TrainConfig)) from None
+        raise ConfigError(format_validation(exc, f"{where}: ", TrainConfig)) from None
     ds = config.deepspeed_path()
     if ds is not None and not ds.is_file():
         raise ConfigError(f"{where}: field 'deepspeed': {ds} does not exist")
@@ -152,10 +151,5 @@ def parse_train_config(data: object, where: str, base: Path | None = None) -> Tr
 def load_train_config(path: Path) -> TrainConfig:
     """Parse and validate a training config file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read training config ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_config_mapping(path, "training config", "'model', 'data' and 'output_dir'")
     return parse_train_config(data, str(path), path.resolve().parent)

@@ -61,7 +61,7 @@ def resolve(ref: str) -> captioner.ModelSource:
     if captioner.looks_like_path(ref):
         raise ConfigError(f"model {ref!r}: folder {folder.resolve()} does not exist (a Hub model is 'org/name')")
     offline = captioner.hub_offline()
-    if offline and captioner._cached_snapshot(ref) is None:
+    if offline and captioner.cached_snapshot(ref) is None:
         raise ConfigError(f"model {ref!r}: not a local folder and not in the Hugging Face cache "
                           f"({captioner.hub_cache_dir()}); HF_HUB_OFFLINE is set, so nothing is downloaded")
     return captioner.ModelSource(ref, ref, offline)
@@ -113,7 +113,7 @@ def load_processor(source: captioner.ModelSource, model_type: str, config: Any) 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if model_type == "llava_next_video":
             log.info("model %s: video processor unavailable (%s); using its image processor", source.spec, first)
-            return captioner._image_only_next_processor(source, config)
+            return captioner.image_only_next_processor(source, config)
         if "torchvision" in str(exc).lower():
             raise ConfigError(f"model {source.spec!r}: the {model_type} processor needs torchvision, which is not "
                               "installed (install it on the training machine)") from None

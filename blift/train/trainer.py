@@ -22,9 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from blift.errors import ConfigError
+from blift.tables import atomic_write_bytes
 from blift.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -420,13 +419,4 @@ def _save_merged(model: Any, processor: Any, folder: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
