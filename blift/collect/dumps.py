@@ -61,6 +61,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import pickle
 import re
 import tempfile
 import threading
@@ -777,7 +778,10 @@ def _noop() -> None:
 
 
 def _worker_batch(kind: str, file: str, first_line: int, pieces: list[bytes | None], kept_path: str | None,
-                  max_line_bytes: int) -> _Batch:
+                  max_line_bytes: int) -> bytes:
+    """One batch's result, pickled here with protocol 5 (the pool pickles with 4, whose Arrow
+    buffers the parent unpickles ~5x slower: ~1 us per record on the parent, the busiest
+    process); :meth:`_Parser.map` unpickles it."""
     assert _WORKER_FILTERS is not None, "worker not initialised"
     kept = None
     if kept_path is not None:
@@ -785,7 +789,8 @@ def _worker_batch(kind: str, file: str, first_line: int, pieces: list[bytes | No
             _WORKER_KEPT.clear()
             _WORKER_KEPT[kept_path] = np.load(kept_path, mmap_mode="r")
         kept = _WORKER_KEPT[kept_path]
-    return ingest_batch(kind, file, first_line, lines_of(pieces, max_line_bytes), _WORKER_FILTERS, kept, max_line_bytes)
+    batch = ingest_batch(kind, file, first_line, lines_of(pieces, max_line_bytes), _WORKER_FILTERS, kept, max_line_bytes)
+    return pickle.dumps(batch, protocol=5)
 
 
 class _Parser:
@@ -821,7 +826,7 @@ class _Parser:
                 yield ingest_batch(kind, file, first, lines_of(pieces, self.max_line_bytes), self.filters, kept,
                                    self.max_line_bytes)
             return
-        pending: deque[Future[_Batch]] = deque()
+        pending: deque[Future[bytes]] = deque()
         source = iter(batches)
         while True:
             try:
@@ -830,7 +835,7 @@ class _Parser:
                 break
             except Exception:
                 while pending:
-                    yield pending.popleft().result()
+                    yield pickle.loads(pending.popleft().result())
                 raise
             if not pending and self.starting:
                 # Spawned workers take ~0.5 s to import; parse here meanwhile instead of waiting.
@@ -843,9 +848,9 @@ class _Parser:
                 self.starting = []
             pending.append(self.pool.submit(_worker_batch, kind, file, first, pieces, kept_path, self.max_line_bytes))
             if len(pending) >= self.inflight:
-                yield pending.popleft().result()
+                yield pickle.loads(pending.popleft().result())
         while pending:
-            yield pending.popleft().result()
+            yield pickle.loads(pending.popleft().result())
 
     def close(self) -> None:
         """Stop the workers without waiting for them to exit (~0.2 s): they have nothing left to do,
@@ -1020,13 +1025,22 @@ class DumpIngestStage(StreamStage):
 
     # ----------------------------------------------------------------------------- finalize
 
+    @property
+    def finalize_threads(self) -> int:
+        """Buckets the sink may finish at once (:class:`blift.runner.bucket_sink.BucketSink`):
+        one per parse worker, as many cores as the stream used. The pass is thread-safe (no
+        shared state) and nearly all of it runs in Arrow without the GIL."""
+        return max(1, min(self._workers(), os.cpu_count() or 1))
+
     def finalize_bucket(self, dataset: str, table: pa.Table) -> pa.Table:
         """Dedupe repeated records (newest snapshot wins), derive comment depth, sort.
 
-        Runs on a helper thread: the one big allocation here (the rows in their new order) cost
+        Runs off the main thread: the one big allocation here (the rows in their new order) cost
         twice as much from the main thread with Arrow's jemalloc pool (page faults; measured
-        1.27 vs 2.73 us per comment), and this pass runs while the parse workers sit idle.
+        1.27 vs 2.73 us per comment). Called from the sink's finishing threads it runs inline.
         """
+        if threading.current_thread() is not threading.main_thread():
+            return self._finalize_bucket(dataset, table)
         global _FINALIZER
         if _FINALIZER is None:
             _FINALIZER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reddit.dumps-finalize")

@@ -1,20 +1,29 @@
 """Where stream stages write: rows bucketed into co-partitioned shards of a run folder, in bounded memory.
 
-``write(dataset, bucket, rows)`` appends to a per-(dataset, bucket) Parquet file under a temporary,
+``write(dataset, bucket, rows)`` appends to a per-(dataset, bucket) temporary file under a
 dot-prefixed name (readers and reruns ignore those). Small writes are buffered per bucket and
-flushed as row groups of about ``row_group_bytes``; when all buffers together pass
+flushed as record batches of about ``row_group_bytes``; when all buffers together pass
 ``buffer_bytes`` the biggest are flushed early, so memory does not grow with the bucket count
-either. A temporary file is rolled over every ``row_groups_per_file`` row groups, because a
-Parquet writer keeps every row group's metadata until it closes, and at most ``max_open_files``
-are open at once (each holds buffers), so memory depends neither on the input size nor on the
-number of buckets.
+either. At most ``max_open_files`` bucket files are open at once; a bucket closed in between
+gets its next rows as a further Arrow IPC stream appended to the same file.
 
-``close(stage)`` turns each bucket's temporary files into one final shard
+Why Arrow IPC for the bucket files (read back once, by finalize): a write is a copy of the
+Arrow buffers and the read back maps the file (no decoding either way); with Parquet, encoding,
+decoding and a new file at each reopen of a closed bucket (80 buckets, 16 open) cost ~4 us of a
+dump record's ~40 (benchmarks/bench_dumps.py).
+
+``close(stage)`` turns each bucket's temporary file into one final shard
 ``<dataset>/<prefix>-<bucket:05d>.parquet`` through ``stage.finalize_bucket`` (dedupe, sort,
-derived columns; memory is one bucket) and :func:`blift.tables.write_shard` (atomic). Every
+derived columns; memory is one bucket) and :func:`blift.tables.write_shard` (atomic). A stage
+whose ``finalize_bucket`` is thread-safe may set ``finalize_threads = N``: then N buckets are
+finished at once on N threads (memory: N buckets). Arrow and Parquet release the GIL for nearly
+all of that pass (read back, sort, take, zstd write), and it runs after the stream, when the
+stage's own workers are idle, so it was the one part of a dump ingestion on a single core. Every
 bucket gets a shard, empty ones included, so co-partitioned stages downstream find every shard
-id. Dropped rows and errors stream to ``dropped/<stage>/`` and ``errors/<stage>/`` the same way.
-After a crash only temporary files remain; the next run deletes and rewrites them.
+id. Dropped rows and errors stream to ``dropped/<stage>/`` and ``errors/<stage>/`` as Parquet
+files rolled over every ``row_groups_per_file`` row groups (a Parquet writer keeps every row
+group's metadata until it closes). After a crash only temporary files remain; the next run
+deletes and rewrites them.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +44,9 @@ from blift.stage import RecordFailure, StreamStage
 from blift.tables import write_shard
 
 _TMP_SUFFIX = ".stream.tmp"
-# Temporary files are read back once, by finalize. Uncompressed: the bulk of stream rows is already
-# compressed (``raw``), and lz4 made reading back 5x slower for no real saving (measured).
-_TMP_OPTS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+# Bucket files are read back once, by finalize: uncompressed (lz4 on Parquet temporaries made the
+# read back 5x slower for no real saving, measured).
+_IPC_OPTS = pa.ipc.IpcWriteOptions(compression=None)
 # Final dropped / errors shards are written in place of write_shard (they stream): same settings.
 _FINAL_OPTS: dict[str, Any] = {"compression": "zstd", "write_statistics": True, "use_dictionary": True}
 
@@ -76,6 +86,52 @@ class _RollingWriter:
                 path.unlink(missing_ok=True)
 
 
+class _BucketFile:
+    """One bucket's temporary file: Arrow IPC streams appended one after the other, one per
+    time the file was open, read back as one table (mapped, not copied)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self.starts: list[int] = []  # byte offset where each stream begins
+        self.rows = 0
+        self._file: Any = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")
+            self.starts.append(self._file.tell())
+            self._writer = pa.ipc.new_stream(self._file, self.schema, options=_IPC_OPTS)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+                self._file.close()
+                self._file = None
+
+    def read(self) -> pa.Table:
+        """Every row written, in order (the file must be closed)."""
+        self.close()
+        if not self.starts:
+            return self.schema.empty_table()
+        with pa.memory_map(str(self.path)) as source:
+            buf = source.read_buffer()
+        tables = [pa.ipc.open_stream(buf.slice(start)).read_all() for start in self.starts]
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def remove(self) -> None:
+        try:
+            self.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
 class BucketSink:
     """A :class:`blift.stage.ShardSink` writing a stream stage's buckets into a run folder.
 
@@ -104,10 +160,11 @@ class BucketSink:
         self.max_open_files = max(1, max_open_files)
         self._open: dict[tuple[str, int], None] = {}  # writers with an open file, least recent first
         self._schemas = {ds: schemas.get(name) for ds, name in self.outputs.items()}
+        self._required = {ds: [i for i, f in enumerate(s.arrow) if not f.nullable] for ds, s in self._schemas.items()}
         self._pending: dict[tuple[str, int], list[pa.Table]] = {}
         self._pending_bytes: Counter = Counter()
         self._total_pending = 0
-        self._writers: dict[tuple[str, int], _RollingWriter] = {}
+        self._writers: dict[tuple[str, int], _BucketFile] = {}
         self._dropped = self._side("dropped")
         self._errors = self._side("errors")
         self._side_rows: dict[str, list[dict[str, Any]]] = {"dropped": [], "errors": []}
@@ -124,7 +181,7 @@ class BucketSink:
 
     def _clear_temps(self) -> None:
         """Remove this sink's temporary files left by a crashed run (only names it would write)."""
-        pattern = re.compile(rf"\.{re.escape(self.prefix)}-(?:\d{{5}}|side)\.parquet\.\d+{re.escape(_TMP_SUFFIX)}")
+        pattern = re.compile(rf"\.{re.escape(self.prefix)}-(?:(?:\d{{5}}|side)\.parquet\.\d+|\d{{5}}\.ipc){re.escape(_TMP_SUFFIX)}")
         for folder in self._folders():
             if folder.is_dir():
                 for path in folder.iterdir():
@@ -151,7 +208,10 @@ class BucketSink:
         where = f"{self.stage_name} {dataset} {self.shard_name(bucket)}: "
         if isinstance(rows, pa.Table):
             if rows.schema.equals(schema.arrow, check_metadata=False):
-                schema.validate(rows, where=where)  # already conformed (the usual case): check nulls only
+                # Already conformed (the usual case): names and types match, so only the nulls of
+                # non-nullable columns are left to check; validate() (~140 us a call) names them.
+                if any(rows.column(i).null_count for i in self._required[dataset]):
+                    schema.validate(rows, where=where)
                 table = rows
             else:
                 table = schema.conform(rows, where=where)
@@ -203,12 +263,11 @@ class BucketSink:
         writer = self._writers.get(key)
         if writer is None:
             dataset, bucket = key
-            writer = self._writers[key] = _RollingWriter(
-                self.run_dir / dataset, f"{self.shard_name(bucket)}.parquet",
-                self._schemas[dataset].arrow, self.row_groups_per_file, _TMP_OPTS)
-        writer.write(pa.concat_tables(tables))
-        # An open Parquet file holds buffers of its own: with many buckets, keep only the most
-        # recently written few open; a closed bucket's next flush starts its next temporary file.
+            writer = self._writers[key] = _BucketFile(
+                self.run_dir / dataset / f".{self.shard_name(bucket)}.ipc{_TMP_SUFFIX}", self._schemas[dataset].arrow)
+        writer.write(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+        # Keep only the most recently written few files open (descriptors, whatever the bucket
+        # count); a closed bucket's next flush appends a new stream to its file.
         self._open.pop(key, None)
         self._open[key] = None
         while len(self._open) > self.max_open_files:
@@ -239,11 +298,8 @@ class BucketSink:
                 self._flush(key)
             for writer in self._writers.values():
                 writer.close()
-            summary: dict[str, Any] = {"stage": self.stage_name, "datasets": {}}
-            for dataset, schema_name in self.outputs.items():
-                shards = summary["datasets"][dataset] = {}
-                for bucket in range(self.buckets):
-                    shards[self.shard_name(bucket)] = self._finalize(stage, dataset, schema_name, bucket)
+            summary: dict[str, Any] = {"stage": self.stage_name, "datasets": self._finalize_all(stage)}
+            for dataset in self.outputs:
                 self._remove_stale(self.run_dir / dataset, self.buckets)
             summary["dropped"] = dict(sorted(self.dropped_by_reason.items()))
             summary["errors"] = dict(sorted(self.errors_by_class.items()))
@@ -255,19 +311,39 @@ class BucketSink:
         self._closed = True
         return summary
 
-    def _finalize(self, stage: StreamStage, dataset: str, schema_name: str, bucket: int) -> dict[str, Any]:
-        writer = self._writers.pop((dataset, bucket), None)
-        schema = self._schemas[dataset]
-        if writer is None:
-            table = schema.empty()
+    def _finalize_all(self, stage: StreamStage) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every bucket of every dataset through :meth:`_finalize`, on ``stage.finalize_threads``
+        threads when the stage allows more than one; the summary is in dataset, bucket order."""
+        jobs = [(dataset, schema_name, bucket) for dataset, schema_name in self.outputs.items()
+                for bucket in range(self.buckets)]
+        threads = max(1, min(int(getattr(stage, "finalize_threads", 1) or 1), len(jobs)))
+        if threads == 1:
+            done = [self._finalize(stage, *job) for job in jobs]
         else:
-            parts = [pq.read_table(p, schema=schema.arrow) for p in writer.paths]
-            table = pa.concat_tables(parts) if parts else schema.empty()
+            pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.stage_name}-finalize")
+            try:
+                # At most ``threads`` buckets are in memory: a job reads its bucket when it starts.
+                futures = [pool.submit(self._finalize, stage, *job) for job in jobs]
+                done = [f.result() for f in futures]
+            finally:
+                # On a failure, jobs not started are cancelled and running ones end before the
+                # caller's abort() removes the temporary files they read.
+                pool.shutdown(wait=True, cancel_futures=True)
+        out: dict[str, dict[str, dict[str, Any]]] = {dataset: {} for dataset in self.outputs}
+        for (dataset, _, bucket), result in zip(jobs, done):
+            out[dataset][self.shard_name(bucket)] = result
+        return out
+
+    def _finalize(self, stage: StreamStage, dataset: str, schema_name: str, bucket: int) -> dict[str, Any]:
+        writer = self._writers.get((dataset, bucket))
+        schema = self._schemas[dataset]
+        table = schema.empty() if writer is None else writer.read()
         table = stage.finalize_bucket(dataset, table)
         path = self.run_dir / dataset / f"{self.shard_name(bucket)}.parquet"
         written = write_shard(path, table, schema_name)
         if writer is not None:
             writer.remove()
+            self._writers.pop((dataset, bucket), None)  # published: abort() has nothing of it to remove
         return {"path": str(path), "rows": written.num_rows}
 
     def _publish_side(self, side: str) -> list[str]:

@@ -223,14 +223,14 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     summary = ShardSummary(
         shard=STREAM_SHARD,
         records_in=int(counters.get("in", 0)),
-        out_rows={d: sum(v["rows"] for v in result["outputs"][d].values()) for d in stage_cls.outputs},
+        out_rows={d: sum(v["rows"] for v in result["datasets"][d].values()) for d in stage_cls.outputs},
         dropped=dict(result.get("dropped", {})),
         errors=dict(result.get("errors", {})),
         counters={k: int(v) for k, v in counters.items() if k != "in"},
         seconds=round(time.monotonic() - t0, 3),
         describe=stage.describe(),
     )
-    files = [str(Path(v["path"]).resolve().relative_to(run_dir.resolve())) for d in result["outputs"].values() for v in d.values()]
+    files = [str(Path(v["path"]).resolve().relative_to(run_dir.resolve())) for d in result["datasets"].values() for v in d.values()]
     write_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD), {
         "stage": spec.stage_name, "stage_version": stage_cls.version, "config_hash": spec.config_hash,
         "shard": STREAM_SHARD, "inputs": fps, "output_files": files, "summary": summary.__dict__})
