@@ -377,19 +377,27 @@ def test_lora_run_saves_an_adapter_that_loads_and_merges(tiny: Path, images_rele
     assert len(generate(merged, processor)) >= 1
 
 
-def test_unreadable_and_too_long_records_are_dropped_by_name(tiny: Path, mixed_release: Path, tmp_path: Path) -> None:
-    # img3's media file is gone; the video records need 2 frames x 17 tokens + text > max_length
+def test_unreadable_records_are_dropped_by_name(tiny: Path, mixed_release: Path, tmp_path: Path) -> None:
+    # img3's media file is gone: its two records are dropped by id, the run goes on
     examples = open_examples(DataSource(path=str(mixed_release)))
     assert len(examples) == 12
-    config = make_config(tiny, mixed_release, tmp_path / "drops", max_steps=3, max_length=60, per_device_batch_size=12)
+    config = make_config(tiny, mixed_release, tmp_path / "drops", max_steps=3, per_device_batch_size=12)
     result = train(config)
     assert result.global_step == 3
-    assert set(result.dropped) >= {"reddit:img3:behavior", "reddit:img3:content"}
+    assert set(result.dropped) == {"reddit:img3:behavior", "reddit:img3:content"}
     assert "not found" in result.dropped["reddit:img3:content"]
-    video_drops = {rid for rid in result.dropped if rid.startswith("youtube:")}
-    assert video_drops == {f"youtube:vid{i}xxxxxxx:{t}" for i in (0, 1) for t in ("behavior", "content")}
     summary = json.loads((tmp_path / "drops" / SUMMARY).read_text())
     assert set(summary["dropped"]) == set(result.dropped)
+
+
+def test_media_that_can_never_fit_max_length_are_refused_before_training(tiny: Path, mixed_release: Path,
+                                                                         tmp_path: Path) -> None:
+    # 4 frames x 17 tokens after the system prompt end beyond 60 tokens: every video record would
+    # be dropped batch by batch, so the run stops before its first step, saying what to change
+    config = make_config(tiny, mixed_release, tmp_path / "long", max_steps=3, max_length=60, num_frames=4)
+    with pytest.raises(ConfigError, match=r"video records do not fit: .*Lower num_frames \(now 4\) or raise max_length \(now 60\)"):
+        train(config)
+    assert not list((tmp_path / "long").glob("checkpoint-*"))
 
 
 @pytest.mark.gpu

@@ -181,6 +181,30 @@ def build_dataset(config: TrainConfig) -> tuple[MixedDataset, dict[str, tuple[in
     return MixedDataset(parts, indices), counts
 
 
+PREFLIGHT_SCAN = 200  # records looked at to find one of each media kind
+
+
+def preflight(dataset: MixedDataset, collator: Any, max_length: int, num_frames: int) -> None:
+    """Collate the first record of each media kind before training: when the media alone of a
+    kind do not fit ``max_length`` (8 LLaVA-1.5 frames are 4,608 tokens), every such record would
+    be dropped one batch at a time, hours into the run; refuse up front instead."""
+    from blift.train.collator import CollatorError
+
+    seen: set[str] = set()
+    for i in range(min(len(dataset), PREFLIGHT_SCAN)):
+        example = dataset[i]
+        if isinstance(example, Unreadable) or example.media_kind in seen:
+            continue
+        seen.add(example.media_kind)
+        try:
+            collator([example])
+        except CollatorError as exc:
+            if "media tokens end at" in str(exc):
+                raise ConfigError(
+                    f"{example.media_kind} records do not fit: {exc}. Lower num_frames (now {num_frames}) or raise "
+                    f"max_length (now {max_length})") from None
+
+
 def record_kinds(dataset: Any, kind: str | None) -> list[str]:
     """The mixing bucket of each record: the source's ``kind`` when set, else the record's
     ``task`` (RecordDataset.kinds reads that column without decoding any media)."""
@@ -380,6 +404,7 @@ def train(config: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] 
     dataset, kinds = build_dataset(config)
     collator = DroppingCollator(VlmCollator(processor, model_type, max_length=config.max_length,
                                             num_frames=config.num_frames, model_config=model.config))
+    preflight(dataset, collator.collator, config.max_length, config.num_frames)
     args = training_arguments(config, precision, cuda=cuda, deepspeed=deepspeed)
     trainer = _trainer_class()(model=model, args=args, data_collator=collator, train_dataset=dataset,
                                processing_class=processor, callbacks=[_log_callback(), *callbacks])
