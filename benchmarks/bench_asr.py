@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from blift.eval.metrics import word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench-asr"
@@ -77,19 +78,6 @@ def speech_file() -> Path:
     return wav
 
 
-def normalize(text: str) -> list[str]:
-    return re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = normalize(reference), normalize(hypothesis)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
 
 
 def cpu_seconds() -> float:
@@ -118,7 +106,7 @@ def bench_config(name: str, wav: Path, *, compute_type: str, beam: int, threads:
     cpu = (cpu_seconds() - c0) / repeat
     wall = statistics.median(walls)
     return {"name": name, "compute": compute_type, "beam": beam, "audio_s": audio_s, "load_s": load_s,
-            "wall_s": wall, "rtf": wall / audio_s, "cpu_s": cpu, "wer": wer(" ".join(SENTENCES), text), "text": text}
+            "wall_s": wall, "rtf": wall / audio_s, "cpu_s": cpu, "wer": word_error_rate(" ".join(SENTENCES), text), "text": text}
 
 
 _DECODERS = {

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from blift.errors import ErrorClass
+from blift.errors import ErrorClass, PermanentError
 
 
 class StageConfig(BaseModel):
@@ -145,6 +145,10 @@ class ShardSink(Protocol):
 class StreamStage(Stage):
     """A source that streams its input (e.g. dump files) into ``buckets`` output shards."""
 
+    #: Buckets the sink finishes at once, each on its own thread (finalize_bucket must then be
+    #: thread-safe); the finishing threads are never the main thread.
+    finalize_threads: int = 1
+
     def buckets(self) -> int:
         return int(getattr(self.config, "buckets", 8))
 
@@ -157,3 +161,13 @@ class StreamStage(Stage):
         Memory is one bucket, so pick enough buckets for the input size."""
         return table
 
+
+def run_file(run_dir: Path, rel: str | None, what: str) -> Path:
+    """The file a row names relative to the run folder; a row without a path or whose file is
+    gone is a PermanentError (``missing_path`` / ``missing_file``) naming ``what`` ("uid#0: media")."""
+    if not rel:
+        raise PermanentError(f"{what} has no path", error_type="missing_path")
+    path = run_dir / rel
+    if not path.is_file():
+        raise PermanentError(f"{what} file {rel} is missing from the run folder", error_type="missing_file")
+    return path

@@ -9,7 +9,6 @@ openai-whisper path runs a tiny random checkpoint (its text is garbage: structur
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tracemalloc
@@ -22,6 +21,7 @@ import yaml
 
 from blift import schemas, tables
 from blift.errors import ConfigError
+from blift.eval.metrics import asr_words, word_error_rate
 from blift.models.transcriber import (
     SAMPLE_RATE,
     AudioDecodeError,
@@ -153,29 +153,14 @@ def random_whisper_pt(media_dir: Path) -> Path:
 # --------------------------------------------------------------------------------- WER
 
 
-def normalize(text: str) -> list[str]:
-    """Lower case, punctuation dropped, words split: what WER is computed on."""
-    return re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance over the reference length."""
-    ref, hyp = normalize(reference), normalize(hypothesis)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
 
 
 def test_wer_counts_substitutions_insertions_and_deletions() -> None:
-    assert wer("The cat sat.", "the cat, sat") == 0.0
-    assert wer("a b c d", "a x c d") == pytest.approx(0.25)
-    assert wer("a b c d", "a b d") == pytest.approx(0.25)
-    assert wer("a b", "a b c d") == pytest.approx(1.0)
-    assert wer("a b c d", "") == 1.0
+    assert word_error_rate("The cat sat.", "the cat, sat") == 0.0
+    assert word_error_rate("a b c d", "a x c d") == pytest.approx(0.25)
+    assert word_error_rate("a b c d", "a b d") == pytest.approx(0.25)
+    assert word_error_rate("a b", "a b c d") == pytest.approx(1.0)
+    assert word_error_rate("a b c d", "") == 1.0
 
 
 # ------------------------------------------------------------------------------- audio
@@ -225,8 +210,8 @@ def test_faster_whisper_tiny_en_transcribes_varied_speech(tiny_fw, long_speech: 
     assert t.language == "en" and t.language_probability == pytest.approx(1.0)
     assert t.duration_s == pytest.approx(long_speech.end_s, abs=0.1)
     reference = " ".join(long_speech.sentences)
-    assert wer(reference, t.text) < 0.25, t.text
-    found = set(normalize(t.text))
+    assert word_error_rate(reference, t.text) < 0.25, t.text
+    found = set(asr_words(t.text))
     assert sum(k in found for k in KEYWORDS) >= len(KEYWORDS) - 1, t.text
     # segments in time order across the 30 s window boundary, words inside the speech (batched
     # decoding gives one segment per VAD speech chunk, so at least two for 38 s of speech)
@@ -234,7 +219,7 @@ def test_faster_whisper_tiny_en_transcribes_varied_speech(tiny_fw, long_speech: 
     starts = [s.start for s in t.segments]
     assert starts == sorted(starts)
     words = [w for s in t.segments for w in s.words]
-    assert len(words) >= 0.8 * len(normalize(reference))
+    assert len(words) >= 0.8 * len(asr_words(reference))
     for w in words:
         assert long_speech.start_s - 0.5 <= w.start <= w.end <= long_speech.end_s + 0.5, w
         assert 0.0 <= w.probability <= 1.0 and w.word
@@ -390,8 +375,8 @@ def test_asr_stage_through_the_runner(tmp_path: Path, videos: dict[str, Path], s
     speech = got["youtube:speech"]
     assert speech["status"] == "ok" and speech["backend"] == "faster-whisper" and speech["model"] == TINY
     assert speech["language"] == "en" and speech["media_index"] == 0
-    assert wer(" ".join(short_speech.sentences), speech["text"]) < 0.3, speech["text"]
-    assert {"weather", "library", "umbrella"} <= set(normalize(speech["text"]))
+    assert word_error_rate(" ".join(short_speech.sentences), speech["text"]) < 0.3, speech["text"]
+    assert {"weather", "library", "umbrella"} <= set(asr_words(speech["text"]))
     words = [w for s in speech["segments"] for w in s["words"]]
     assert words and all(short_speech.start_s - 0.5 <= w["start_s"] <= w["end_s"] <= short_speech.end_s + 0.5 for w in words)
 

@@ -20,17 +20,9 @@ from blift.runner.run import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_runner import calls, make_refs  # noqa: E402
-from toy_stages import TOY_STAGES  # noqa: E402
+from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def toy_env(monkeypatch):
-    monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1732406400")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
 
 
 def write_pipeline(path: Path, markers: Path, *, require_gpu: bool = False) -> Path:

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def toy_env(monkeypatch):
+    """The toy stages registered, reproducible timestamps, tests/ importable in workers (also
+    used by test_ray_executor and test_faults, which import it)."""
     monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1732406400")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))

@@ -67,7 +67,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -1033,20 +1033,8 @@ class DumpIngestStage(StreamStage):
         return max(1, min(self._workers(), os.cpu_count() or 1))
 
     def finalize_bucket(self, dataset: str, table: pa.Table) -> pa.Table:
-        """Dedupe repeated records (newest snapshot wins), derive comment depth, sort.
-
-        Runs off the main thread: the one big allocation here (the rows in their new order) cost
-        twice as much from the main thread with Arrow's jemalloc pool (page faults; measured
-        1.27 vs 2.73 us per comment). Called from the sink's finishing threads it runs inline.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return self._finalize_bucket(dataset, table)
-        global _FINALIZER
-        if _FINALIZER is None:
-            _FINALIZER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reddit.dumps-finalize")
-        return _FINALIZER.submit(self._finalize_bucket, dataset, table).result()
-
-    def _finalize_bucket(self, dataset: str, table: pa.Table) -> pa.Table:
+        """Dedupe repeated records (newest snapshot wins), derive comment depth, sort (on the
+        sink's finishing threads)."""
         # Dedupe and sort are worked out on the key columns alone, then the rows move once: a
         # take of the wide ``raw`` column costs more than everything else here.
         if dataset == "items":
@@ -1109,9 +1097,6 @@ class _BucketWindow:
 # 64 MiB: at 80 buckets 128 MiB saved another ~0.9 us of parent CPU per record, but a window larger
 # than a small input reads as memory growth from 1x to 10x (bench --quick: 1.25 at 64, 1.39 at 128).
 _WRITE_WINDOW = 64 << 20
-
-
-_FINALIZER: ThreadPoolExecutor | None = None
 
 
 def _write(sink: ShardSink, dataset: str, bucket: int, table: pa.Table) -> None:

@@ -255,6 +255,23 @@ def comment_similarity(generated: Sequence[str] | None, references: Sequence[str
     return float(np.mean([max(text_similarity(g, r) for r in refs) for g in gens]))
 
 
+def asr_words(text: str) -> list[str]:
+    """Lower case, hyphens split, punctuation but apostrophes dropped: the words WER counts."""
+    return re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level Levenshtein distance over the reference length (ASR checks)."""
+    ref, hyp = asr_words(reference), asr_words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / max(1, len(ref))
+
+
 def mean(values: Iterable[Any]) -> float:
     """Mean of the finite values (``nan`` without any)."""
     arr = to_array(values)

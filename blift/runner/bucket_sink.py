@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -312,23 +312,22 @@ class BucketSink:
         return summary
 
     def _finalize_all(self, stage: StreamStage) -> dict[str, dict[str, dict[str, Any]]]:
-        """Every bucket of every dataset through :meth:`_finalize`, on ``stage.finalize_threads``
-        threads when the stage allows more than one; the summary is in dataset, bucket order."""
+        """Every bucket of every dataset through :meth:`_finalize` on ``stage.finalize_threads``
+        threads; the summary is in dataset, bucket order. Never on the main thread, even with one:
+        Arrow's big allocations (the rows in their new order) cost twice as much there with its
+        jemalloc pool (page faults; measured 1.27 vs 2.73 us per dump comment)."""
         jobs = [(dataset, schema_name, bucket) for dataset, schema_name in self.outputs.items()
                 for bucket in range(self.buckets)]
-        threads = max(1, min(int(getattr(stage, "finalize_threads", 1) or 1), len(jobs)))
-        if threads == 1:
-            done = [self._finalize(stage, *job) for job in jobs]
-        else:
-            pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.stage_name}-finalize")
-            try:
-                # At most ``threads`` buckets are in memory: a job reads its bucket when it starts.
-                futures = [pool.submit(self._finalize, stage, *job) for job in jobs]
-                done = [f.result() for f in futures]
-            finally:
-                # On a failure, jobs not started are cancelled and running ones end before the
-                # caller's abort() removes the temporary files they read.
-                pool.shutdown(wait=True, cancel_futures=True)
+        threads = max(1, min(int(stage.finalize_threads), len(jobs)))
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.stage_name}-finalize")
+        try:
+            # At most ``threads`` buckets are in memory: a job reads its bucket when it starts.
+            futures = [pool.submit(self._finalize, stage, *job) for job in jobs]
+            done = [f.result() for f in futures]
+        finally:
+            # On a failure, jobs not started are cancelled and running ones end before the
+            # caller's abort() removes the temporary files they read.
+            pool.shutdown(wait=True, cancel_futures=True)
         out: dict[str, dict[str, dict[str, Any]]] = {dataset: {} for dataset in self.outputs}
         for (dataset, _, bucket), result in zip(jobs, done):
             out[dataset][self.shard_name(bucket)] = result

@@ -29,7 +29,7 @@ from blift.models.transcriber import (
     Transcript,
     load_transcriber,
 )
-from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
+from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig, run_file
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,7 @@ class AsrStage(RecordStage):
         where = f"{uid}#{media['index']}"
         if media.get("has_audio") is False:
             return self._row(uid, media, "no_audio", None)
-        rel = media.get("path")
-        if not rel:
-            raise PermanentError(f"{where}: media row has status ok but no path", error_type="missing_path")
-        path = self.run_dir / rel
-        if not path.is_file():
-            raise PermanentError(f"{where}: media file {rel} is missing from the run folder", error_type="missing_file")
+        path = run_file(self.run_dir, media.get("path"), f"{where}: media")
         try:
             transcript = self.transcriber.transcribe(path, language=self.config.language)
         except NoAudioStream:

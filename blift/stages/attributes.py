@@ -22,7 +22,7 @@ from pydantic import Field
 
 from blift import schemas
 from blift.errors import BliftError, ErrorClass, PermanentError
-from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
 from blift.stages.image_attributes import (
     ANALYSIS_SIDE,
     COMPLEXITY_SIDE,
@@ -225,11 +225,7 @@ class AttributesStage(Stage):
         """Attributes of one image file (a downloaded image or a scene keyframe), or None after
         recording why it could not be read: one bad file must not kill the shard."""
         try:
-            if not rel:
-                raise PermanentError(f"{what} has no path", error_type="missing_path")
-            path = run_dir / rel
-            if not path.is_file():
-                raise PermanentError(f"{what} file {rel} is missing from the run folder", error_type="missing_file")
+            path = run_file(run_dir, rel, what)
             img, (width, height) = open_image(path, self.analyzer.decode_side())
             attrs, ocr_error = self.analyzer.analyze(img)
         except BliftError:

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from blift import schemas
 from blift.errors import BliftError, ErrorClass, PermanentError
 from blift.models.keywords import extract_keywords
-from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
 from blift.stages.attributes import open_image
 from blift.stages.image_attributes import to_rgb
 
@@ -151,11 +151,7 @@ class CaptionStage(Stage):
 
     def load(self, cand: Candidate, run_dir: Path) -> Image.Image:
         """The candidate's picture as RGB, displayed orientation, first frame of an animation."""
-        if not cand.path:
-            raise PermanentError(f"{cand.key}: media row has status ok but no path", error_type="missing_path")
-        path = run_dir / cand.path
-        if not path.is_file():
-            raise PermanentError(f"{cand.key}: file {cand.path} is missing from the run folder", error_type="missing_file")
+        path = run_file(run_dir, cand.path, f"{cand.key}: media")
         img, _ = open_image(path, DECODE_SIDE)
         return to_rgb(img)
 

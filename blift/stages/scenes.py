@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 from scenedetect import AdaptiveDetector, ContentDetector, SceneDetector, SceneManager
 
 from blift.errors import PermanentError
-from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
+from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig, run_file
 from blift.stages.video_frames import (
     DetectionStream,
     FrameIndex,
@@ -183,11 +183,7 @@ class ScenesStage(RecordStage):
         uid, media_index = row["uid"], int(row["index"])
         where = f"{uid}#{media_index}"
         rel = row.get("path")
-        if not rel:
-            raise PermanentError(f"{where}: media row has status ok but no path", error_type="missing_path")
-        path = self.run_dir / rel
-        if not path.is_file():
-            raise PermanentError(f"{where}: video file {rel} is missing from the run folder", error_type="missing_file")
+        path = run_file(self.run_dir, rel, f"{where}: video")
         sha = row.get("sha256") or file_sha256(path)
         cfg = self.config
         try:
