@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,21 @@ def test_complexity_does_not_depend_on_resolution() -> None:
 # ------------------------------------------------------------------------------------------ OCR
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True)
+def scoped_ocr_thread_limit() -> Iterator[None]:
+    """OCR setup() sets OMP_THREAD_LIMIT for tesseract in its (worker) process; tests set it up in
+    pytest's process, so the variable is put back as it was after each test instead of reaching
+    later tests' workers (CTranslate2 Whisper asked for 2 threads under OMP_THREAD_LIMIT=1
+    transcribes garbage)."""
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    yield
+    if before is None:
+        os.environ.pop("OMP_THREAD_LIMIT", None)
+    else:
+        os.environ["OMP_THREAD_LIMIT"] = before
+
+
+@pytest.fixture
 def ocr() -> OcrEngine:
     engine = OcrEngine()
     engine.setup()

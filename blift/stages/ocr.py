@@ -86,7 +86,10 @@ class OcrEngine:
                 f"`apt-get install tesseract-ocr-{(missing or ['eng'])[0]}`"
             )
         if self.threads > 0:
-            # Tesseract reads this from its environment; pytesseract passes os.environ on.
+            # Tesseract reads this from its environment; pytesseract passes os.environ on. This is
+            # the worker's environment (stage workers are processes of their own, one pool per
+            # stage): never call setup() in a process that later starts CTranslate2 workers,
+            # which transcribe garbage with more threads than OMP_THREAD_LIMIT.
             os.environ["OMP_THREAD_LIMIT"] = str(self.threads)
         log.debug("tesseract %s, languages %s", version, self.lang)
 
