@@ -88,24 +88,29 @@ def looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~", ".")) or not _REPO_ID.match(spec)
 
 
-def resolve_model(spec: str) -> ModelSource:
-    """Find ``spec`` as a local folder or a Hub id; raise ConfigError naming what was tried."""
-    spec = spec.strip()
+def resolve_model(spec: str, *, what: str = "caption model",
+                  checkpoint_files: tuple[str, ...] = ("config.json",)) -> ModelSource:
+    """Find ``spec`` as a local folder or a Hub id; raise ConfigError naming what was tried.
+    A folder must hold one of ``checkpoint_files`` (training also takes LoRA output folders,
+    which have ``adapter_config.json`` instead of ``config.json``)."""
+    spec = str(spec).strip()
     if not spec:
-        raise ConfigError("caption model: empty model name")
+        raise ConfigError(f"{what}: empty model name")
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise ConfigError(f"caption model {spec!r}: folder {folder.resolve()} has no config.json "
+        if not any((folder / name).is_file() for name in checkpoint_files):
+            wanted = (f"neither {checkpoint_files[0]} nor {checkpoint_files[1]}" if len(checkpoint_files) == 2
+                      else "no " + " or ".join(checkpoint_files))
+            raise ConfigError(f"{what} {spec!r}: folder {folder.resolve()} has {wanted} "
                               "(expected a transformers checkpoint saved with save_pretrained)")
         return ModelSource(spec, str(folder.resolve()), True)
     if looks_like_path(spec):
-        raise ConfigError(f"caption model {spec!r}: folder {folder.resolve()} does not exist "
+        raise ConfigError(f"{what} {spec!r}: folder {folder.resolve()} does not exist "
                           "(a Hub model is given as 'org/name')")
     offline = hub_offline()
     if offline and cached_snapshot(spec) is None:
         raise ConfigError(
-            f"caption model {spec!r}: not a local folder ({folder.resolve()} does not exist) and not in the "
+            f"{what} {spec!r}: not a local folder ({folder.resolve()} does not exist) and not in the "
             f"Hugging Face cache ({hub_cache_dir()}); HF_HUB_OFFLINE is set, so nothing is downloaded. "
             "Download it on a connected machine (huggingface-cli download) or give a local path.")
     return ModelSource(spec, spec, offline)

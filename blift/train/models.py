@@ -47,24 +47,8 @@ LANGUAGE_PART = "language_model"
 
 
 def resolve(ref: str) -> captioner.ModelSource:
-    """Find ``ref`` as a local folder or a cached/downloadable Hub id; ConfigError naming what was
-    tried otherwise (HF_HUB_OFFLINE forbids downloads, so a missing cache entry is an error here)."""
-    ref = str(ref).strip()
-    if not ref:
-        raise ConfigError("model: empty model name")
-    folder = Path(ref).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-            raise ConfigError(f"model {ref!r}: folder {folder.resolve()} has neither config.json nor "
-                              "adapter_config.json (expected a checkpoint saved with save_pretrained)")
-        return captioner.ModelSource(ref, str(folder.resolve()), True)
-    if captioner.looks_like_path(ref):
-        raise ConfigError(f"model {ref!r}: folder {folder.resolve()} does not exist (a Hub model is 'org/name')")
-    offline = captioner.hub_offline()
-    if offline and captioner.cached_snapshot(ref) is None:
-        raise ConfigError(f"model {ref!r}: not a local folder and not in the Hugging Face cache "
-                          f"({captioner.hub_cache_dir()}); HF_HUB_OFFLINE is set, so nothing is downloaded")
-    return captioner.ModelSource(ref, ref, offline)
+    """A local folder (a checkpoint or a LoRA output folder) or a cached/downloadable Hub id."""
+    return captioner.resolve_model(ref, what="model", checkpoint_files=("config.json", "adapter_config.json"))
 
 
 def adapter_base(source: captioner.ModelSource) -> str | None:
