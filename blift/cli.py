@@ -60,7 +60,8 @@ def version() -> None:
 @app.command()
 def run(
     pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default: the pipeline's `out`, else runs/<name>)"),
+    out: Optional[str] = typer.Option(None, "--out", help="run folder: a path or an object store URL such as "
+                                      "s3://bucket/run (default: the pipeline's `out`, else runs/<name>)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes per stage"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the pipeline"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
@@ -95,12 +96,13 @@ def run(
     print_stats(report.stats, _out_console())
     typer.echo(f"run folder: {report.run_dir}\nstats: {report.run_dir / 'stats.json'}")
     from blift.config import load_pipeline
+    from blift.storage import is_remote
 
     spec = load_pipeline(pipeline)
     if spec.release and not no_release and not stage:
         rel_out = Path(spec.release.out)
-        if not rel_out.is_absolute():
-            rel_out = (report.run_dir / rel_out) if not out else out / rel_out
+        if not rel_out.is_absolute() and not is_remote(report.run_dir):
+            rel_out = report.run_dir / rel_out  # (a remote run's release is written locally, here)
         rel = spec.release
         _do_release(report.run_dir, rel_out, rel.configs, rel.max_shard_bytes, check=True, images=rel.images,
                     videos=rel.videos, license=rel.license, pretty_name=rel.pretty_name,
@@ -115,7 +117,7 @@ def run(
 @app.command("stage")
 def stage_cmd(
     name: str = typer.Argument(..., help="stage name, e.g. clean"),
-    out: Path = typer.Option(..., "--out", help="run folder holding the stage's inputs"),
+    out: str = typer.Option(..., "--out", help="run folder holding the stage's inputs (a path or s3:// URL)"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with the stage config"),
     set_: list[str] = typer.Option([], "--set", help="config override key=value (value parsed as YAML)"),
     request: list[str] = typer.Option([], "--request", help="a request for a source stage, as YAML/JSON (repeatable)"),
@@ -127,8 +129,13 @@ def stage_cmd(
     from blift.runner.progress import make_reporter
     from blift.runner.run import RunOptions, run_stage
     from blift.runner.stats import print_stats, write_stats
+    from blift.storage import is_remote, run_path
 
     try:
+        run_dir = run_path(out)
+        if not is_remote(run_dir):
+            run_dir = run_dir.resolve()
+            run_dir.mkdir(parents=True, exist_ok=True)
         cfg = yaml.safe_load(config.read_text()) if config else {}
         if not isinstance(cfg, dict):
             raise ConfigError(f"{config}: expected a mapping of config fields")
@@ -141,23 +148,28 @@ def stage_cmd(
         entry = StageEntry(stage=name, config=cfg, requests=requests, workers=workers)
         reporter = make_reporter(None)
         try:
-            _, stats, failures = run_stage(entry, out.resolve(), Path.cwd(), {}, RunOptions(workers=workers, retry_failed=retry_failed),
+            _, stats, failures = run_stage(entry, run_dir, Path.cwd(), {}, RunOptions(workers=workers, retry_failed=retry_failed),
                                            reporter, f"stage {name}")
         finally:
             reporter.close()
     except BliftError as exc:
         _fail(exc)
-    out.mkdir(parents=True, exist_ok=True)
-    print_stats(write_stats(out.resolve(), f"stage {name}", {name: stats}), _out_console())
+    print_stats(write_stats(run_dir, f"stage {name}", {name: stats}), _out_console())
     if failures:
         raise typer.Exit(1)
 
 
 @app.command()
-def stats(run_dir: Path = typer.Argument(..., help="run folder"), as_json: bool = typer.Option(False, "--json")) -> None:
+def stats(where: str = typer.Argument(..., metavar="RUN_DIR", help="run folder (path or s3:// URL)"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a run's statistics: records in/out, dropped by reason, errors by class."""
     from blift.runner.stats import print_stats, read_stats
+    from blift.storage import run_path
 
+    try:
+        run_dir = run_path(where)
+    except BliftError as exc:
+        _fail(exc)
     if not run_dir.is_dir():
         _fail(ConfigError(f"{run_dir}: not a run folder"))
     data = read_stats(run_dir)
@@ -194,11 +206,16 @@ def _echo_report(title: str, report: object) -> None:
         typer.echo(f"  {line}")
 
 
-def _do_release(run_dir: Path, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
+def _do_release(run_dir: Path | str, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
                 **options: object) -> None:
     from blift.release.writer import release as do_release
+    from blift.storage import is_remote, mirror, run_path
 
     try:
+        where = run_path(run_dir) if isinstance(run_dir, str) else run_dir
+        if is_remote(where):  # a release reads the whole run (shards and media): work on a local copy
+            run_dir, files, size = mirror(where)
+            typer.echo(f"release: {where} mirrored to {run_dir} ({files} file(s), {size / 1e6:.1f} MB fetched)")
         report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check, **options)
     except BliftError as exc:
         _fail(exc)
@@ -218,7 +235,7 @@ def _do_push(release_dir: Path, repo_id: str, *, private: bool, append: bool = F
 
 @app.command()
 def release(
-    run_dir: Path = typer.Argument(..., help="run folder"),
+    run_dir: str = typer.Argument(..., help="run folder (a path, or an object store URL: copied locally first)"),
     out: Path = typer.Argument(..., help="release folder (replaced atomically)"),
     config: list[str] = typer.Option([], "--config", help="release config=run dataset (repeatable)"),
     max_shard_bytes: int = typer.Option(500_000_000, "--max-shard-bytes", min=1,

@@ -24,6 +24,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from blift.errors import ErrorClass, PermanentError
+from blift.storage import RunPath, local_file
 
 
 class StageConfig(BaseModel):
@@ -38,7 +39,7 @@ class ShardInput:
 
     shard_id: str
     tables: dict[str, pa.Table]
-    run_dir: Path
+    run_dir: RunPath
 
     def rows(self, dataset: str) -> list[dict[str, Any]]:
         return self.tables[dataset].to_pylist()
@@ -85,7 +86,7 @@ class Stage:
     Config: ClassVar[type[StageConfig]] = StageConfig
     resources: ClassVar[str] = "cpu"  # cpu | io | gpu: how the executor schedules it
 
-    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+    def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         self.config = config
         self.run_dir = run_dir
 
@@ -162,12 +163,13 @@ class StreamStage(Stage):
         return table
 
 
-def run_file(run_dir: Path, rel: str | None, what: str) -> Path:
-    """The file a row names relative to the run folder; a row without a path or whose file is
-    gone is a PermanentError (``missing_path`` / ``missing_file``) naming ``what`` ("uid#0: media")."""
+def run_file(run_dir: RunPath, rel: str | None, what: str) -> Path:
+    """The local file for a path a row names relative to the run folder (fetched into the local
+    cache when the run folder is a URL); a row without a path or whose file is gone is a
+    PermanentError (``missing_path`` / ``missing_file``) naming ``what`` ("uid#0: media")."""
     if not rel:
         raise PermanentError(f"{what} has no path", error_type="missing_path")
     path = run_dir / rel
     if not path.is_file():
         raise PermanentError(f"{what} file {rel} is missing from the run folder", error_type="missing_file")
-    return path
+    return local_file(path)

@@ -8,15 +8,15 @@ because several stages write them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blift import schemas
+from blift import schemas, storage
 from blift.errors import SchemaError
+from blift.storage import RunPath
 
 META_RELEASE_COLUMNS = b"blift.release_columns"  # columns a release adds to a table (scene replay, image bytes)
 # Files are readable by others like any file this process creates (mkstemp alone gives 0600).
@@ -28,20 +28,10 @@ _FILE_MODE = 0o666 & ~_UMASK
 _WRITE_OPTS: dict[str, Any] = {"compression": "zstd", "write_statistics": True, "use_dictionary": True}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write_bytes(path: RunPath, data: bytes) -> None:
+    """Never a half-written file: a temporary name then a rename locally, one object PUT on an
+    object store (:mod:`blift.storage`)."""
+    storage.write_bytes(path, data, _FILE_MODE)
 
 
 def swap_folder(tmp: Path, out_dir: Path) -> None:
@@ -64,23 +54,20 @@ def swap_folder(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_size: int | None = None) -> None:
-    """Write Parquet to a temporary name in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
+def atomic_write_parquet(path: RunPath, table: pa.Table, *, row_group_size: int | None = None) -> None:
+    """Write Parquet to a local temporary file (next to ``path`` when local), fsync, then commit
+    it: a rename, or an upload when ``path`` is on an object store."""
+    tmp = storage.scratch_file(path)
     try:
+        os.chmod(tmp, _FILE_MODE)
         pq.write_table(table, tmp, row_group_size=row_group_size, **_WRITE_OPTS)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        storage.commit_file(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size: int | None = None) -> pa.Table:
+def write_shard(path: RunPath, table: pa.Table, schema_name: str, *, row_group_size: int | None = None) -> pa.Table:
     """Conform ``table`` to its schema, validate it and write it atomically. Returns the table written."""
     schema = schemas.get(schema_name)
     table = schema.conform(table, where=f"{path}: ")
@@ -89,15 +76,22 @@ def write_shard(path: Path, table: pa.Table, schema_name: str, *, row_group_size
     return table
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], schema_name: str) -> pa.Table:
+def write_rows(path: RunPath, rows: list[dict[str, Any]], schema_name: str) -> pa.Table:
     table = schemas.get(schema_name).from_rows(rows, where=f"{path}: ")
     return write_shard(path, table, schema_name)
 
 
-def read_shard(path: Path, expected: str | None = None) -> pa.Table:
+def read_parquet(path: RunPath, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file as a table, local or on an fsspec filesystem (one GET: shards are read whole)."""
+    if storage.is_remote(path):
+        return pq.read_table(pa.BufferReader(path.fs.cat_file(path.path)), columns=columns)
+    return pq.read_table(path, columns=columns)
+
+
+def read_shard(path: RunPath, expected: str | None = None) -> pa.Table:
     """Read a shard, checking its schema stamp (and that it is ``expected`` when given)."""
     try:
-        table = pq.read_table(path)
+        table = read_parquet(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
     schema = schemas.schema_of_file_metadata(table.schema.metadata, where=str(path))
@@ -113,14 +107,14 @@ def read_shard(path: Path, expected: str | None = None) -> pa.Table:
     return table
 
 
-def shard_paths(folder: Path) -> list[Path]:
+def shard_paths(folder: RunPath) -> list[RunPath]:
     """Finished shards of a dataset folder, sorted (temporary files are ignored)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def read_dataset(folder: Path, expected: str | None = None) -> pa.Table:
+def read_dataset(folder: RunPath, expected: str | None = None) -> pa.Table:
     """All shards of a dataset folder as one table (recursing into per-stage sub-folders)."""
     paths = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
     if not paths:

@@ -26,6 +26,7 @@ from blift.collect.fields import relative_folder
 from blift.collect.http_fetch import AddressGuard, Fetcher, FetchPolicy, FetchRejected, HostRateLimiter
 from blift.collect.media_store import ImageRejected, MediaStore, probe_image, require_image_head
 from blift.collect.video_probe import VideoRejected, probe_video
+from blift.storage import local_file
 from blift.errors import InvalidRecord
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
 
@@ -238,7 +239,7 @@ class DownloadStage(RecordStage):
             return media_row(uid, 0, url, "failed", reason="missing_file",
                              error=f"videos row names {rel!r}, which is not in the run folder")
         try:
-            facts = probe_video(path)
+            facts = probe_video(local_file(path))  # ffprobe reads local files (fetched when remote)
         except VideoRejected as exc:
             return media_row(uid, 0, url, "failed", reason=exc.reason, error=str(exc),
                              sha256=video.get("file_sha256"), path=rel, bytes=path.stat().st_size)

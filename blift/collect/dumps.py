@@ -87,6 +87,7 @@ from blift.collect.reddit_rows import classify_media, comment_row, item_row  # t
 from blift.errors import ConfigError, ErrorClass, InvalidRecord, SchemaError
 from blift.ids import author_salt, canonical_json, now_utc, short_id
 from blift.stage import RecordFailure, ShardSink, StageConfig, StreamStage
+from blift.storage import local_dir
 
 log = logging.getLogger(__name__)
 
@@ -976,8 +977,9 @@ class DumpIngestStage(StreamStage):
                 del kept_parts
                 log.info("%s: %d submissions kept; comments of other items are dropped", self.name, len(kept))
                 if parser.pool is not None and files["comments"]:
-                    self.run_dir.mkdir(parents=True, exist_ok=True)
-                    fd, name = tempfile.mkstemp(prefix=".reddit.dumps-kept-", suffix=".npy", dir=self.run_dir)
+                    work = local_dir(self.run_dir)  # the workers map it: a local file
+                    work.mkdir(parents=True, exist_ok=True)
+                    fd, name = tempfile.mkstemp(prefix=".reddit.dumps-kept-", suffix=".npy", dir=work)
                     os.close(fd)
                     kept_file = Path(name)
                     np.save(kept_file, kept)

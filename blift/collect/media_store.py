@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import shutil
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from blift.storage import RunPath, commit_file, run_path
 from blift.tables import atomic_write_bytes
 
 # mime -> (file extension, Pillow format name)
@@ -228,11 +226,11 @@ class MediaStore:
     a re-run never rewrites what it already has.
     """
 
-    def __init__(self, run_dir: Path, folder: str) -> None:
+    def __init__(self, run_dir: RunPath, folder: str) -> None:
         rel = PurePosixPath(folder)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"media store folder {folder!r} must be a relative path inside the run folder")
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_path(run_dir) if isinstance(run_dir, str) else run_dir
         self.folder = rel
 
     def relpath(self, sha256: str, ext: str) -> str:
@@ -252,8 +250,9 @@ class MediaStore:
 
     def put_file(self, src: Path, ext: str, chunk_size: int = 1 << 20) -> tuple[StoredFile, int]:
         """Move a (large) file into the store: hash it in chunks, never holding it in memory, then
-        rename it into place (same filesystem: the run folder). Returns (stored, size). When the
-        content is already stored, ``src`` is deleted and the existing file kept."""
+        commit it (a rename into the local run folder, an upload to an object store). Returns
+        (stored, size). When the content is already stored, ``src`` is deleted and the existing
+        file kept."""
         src = Path(src)
         digest = hashlib.sha256()
         size = 0
@@ -270,11 +269,5 @@ class MediaStore:
                 return StoredFile(sha, rel, created=False), size
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            shutil.move(str(src), tmp)  # a rename on the same filesystem, a copy otherwise
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        commit_file(src, target)
         return StoredFile(sha, rel, created=True), size

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, TypeVar
 
 import prawcore
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from blift.collect.fields import request_spec
@@ -28,6 +27,8 @@ from blift.collect.reddit_rows import REDDIT, comment_row, item_row
 from blift.errors import ConfigError, CredentialError, InvalidRecord, PermanentError, TransientError
 from blift.ids import canonical_json, now_utc, short_id
 from blift.stage import RecordOutput, RecordStage, ShardInput
+from blift.storage import RunPath, change_key
+from blift.tables import read_parquet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -404,7 +405,7 @@ class RedditCollectStage(_RedditStage):
         elsewhere = self._collected_elsewhere(shard.run_dir, shard.shard_id, set(best))
         return [(uid, {**row, "_collected_in": elsewhere.get(uid)}) for uid, row in best.items()]
 
-    def _collected_elsewhere(self, run_dir: Path, shard_id: str, uids: set[str]) -> dict[str, str]:
+    def _collected_elsewhere(self, run_dir: RunPath, shard_id: str, uids: set[str]) -> dict[str, str]:
         """Posts of this shard that another finished shard already collected (a post in both the
         top and the hot listing): fetching them again would spend the API's rate limit twice."""
         folder = self.config.skip_collected_in  # type: ignore[attr-defined]
@@ -422,11 +423,11 @@ class RedditCollectStage(_RedditStage):
     def _uids_of(self, path: Path) -> frozenset[str]:
         """uids of a finished shard, read once per worker (re-read only if the file changed):
         a worker runs many shards, and each would otherwise re-read every other shard."""
-        cache: dict[Path, tuple[int, frozenset[str]]] = self.__dict__.setdefault("_uid_cache", {})
-        mtime = path.stat().st_mtime_ns
-        hit = cache.get(path)
-        if hit is None or hit[0] != mtime:
-            hit = cache[path] = (mtime, frozenset(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()))
+        cache: dict[str, tuple[Any, frozenset[str]]] = self.__dict__.setdefault("_uid_cache", {})
+        stamp = change_key(path)
+        hit = cache.get(str(path))
+        if hit is None or hit[0] != stamp:
+            hit = cache[str(path)] = (stamp, frozenset(read_parquet(path, columns=["uid"]).column("uid").to_pylist()))
         return hit[1]
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:

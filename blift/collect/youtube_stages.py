@@ -55,6 +55,7 @@ from blift.collect.youtube_rows import (
 from blift.errors import ConfigError, InvalidRecord, PermanentError, TransientError
 from blift.ids import canonical_json, now_utc, short_id, utc_from_epoch
 from blift.stage import RecordOutput, RecordStage, ShardInput
+from blift.storage import local_dir
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +414,7 @@ class YoutubeCollectStage(RecordStage):
         item_id, url = str(payload.get("item_id") or ""), payload.get("url")
         if not item_id or not isinstance(url, str) or not url:
             raise InvalidRecord(f"{key}: fields 'item_id' and 'url' are required")
-        tmp_root = self.run_dir / ".tmp" / "youtube.collect"
+        tmp_root = local_dir(self.run_dir) / ".tmp" / "youtube.collect"
         tmp_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{short_id(key)}-", dir=tmp_root))
         gate = _Gate(cfg.rules())

@@ -24,11 +24,13 @@ id. Dropped rows and errors stream to ``dropped/<stage>/`` and ``errors/<stage>/
 files rolled over every ``row_groups_per_file`` row groups (a Parquet writer keeps every row
 group's metadata until it closes). After a crash only temporary files remain; the next run
 deletes and rewrites them.
+
+When the run folder is a URL (an object store), every temporary file lives in the run's local
+scratch folder (:func:`blift.storage.local_dir`) and only finished shards are uploaded.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blift import schemas
+from blift import schemas, storage
 from blift.errors import ConfigError
 from blift.stage import RecordFailure, StreamStage
 from blift.tables import write_shard
@@ -141,14 +143,15 @@ class BucketSink:
 
     accepts_tables = True
 
-    def __init__(self, run_dir: Path | str, stage_name: str, outputs: dict[str, str], buckets: int,
+    def __init__(self, run_dir: storage.RunPath | str, stage_name: str, outputs: dict[str, str], buckets: int,
                  shard_prefix: str = "part", *, input_shard: str = "requests", row_group_bytes: int = 2 << 20,
                  buffer_bytes: int = 16 << 20, row_groups_per_file: int = 256, max_open_files: int = 16) -> None:
         if buckets < 1:
             raise ConfigError(f"{stage_name}: buckets must be >= 1, got {buckets}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", shard_prefix) or shard_prefix.startswith("."):
             raise ConfigError(f"{stage_name}: shard prefix {shard_prefix!r}: use letters, digits, '-', '_' or '.'")
-        self.run_dir = Path(run_dir)
+        self.run_dir = storage.run_path(run_dir) if isinstance(run_dir, str) else run_dir
+        self.work_dir = storage.local_dir(self.run_dir)  # temporaries: the run folder itself when local
         self.stage_name = stage_name
         self.outputs = dict(outputs)
         self.buckets = buckets
@@ -176,8 +179,9 @@ class BucketSink:
     # ------------------------------------------------------------------------------- paths
 
     def _folders(self) -> list[Path]:
-        return [self.run_dir / ds for ds in self.outputs] + [
-            self.run_dir / side / self.stage_name for side in ("dropped", "errors")]
+        """Folders of this sink's temporary files."""
+        return [self.work_dir / ds for ds in self.outputs] + [
+            self.work_dir / side / self.stage_name for side in ("dropped", "errors")]
 
     def _clear_temps(self) -> None:
         """Remove this sink's temporary files left by a crashed run (only names it would write)."""
@@ -192,7 +196,7 @@ class BucketSink:
         return f"{self.prefix}-{bucket:05d}"
 
     def _side(self, side: str) -> _RollingWriter:
-        return _RollingWriter(self.run_dir / side / self.stage_name, f"{self.prefix}-side.parquet",
+        return _RollingWriter(self.work_dir / side / self.stage_name, f"{self.prefix}-side.parquet",
                               schemas.get(side).arrow, self.row_groups_per_file, _FINAL_OPTS)
 
     # ------------------------------------------------------------------------------- ShardSink
@@ -264,7 +268,7 @@ class BucketSink:
         if writer is None:
             dataset, bucket = key
             writer = self._writers[key] = _BucketFile(
-                self.run_dir / dataset / f".{self.shard_name(bucket)}.ipc{_TMP_SUFFIX}", self._schemas[dataset].arrow)
+                self.work_dir / dataset / f".{self.shard_name(bucket)}.ipc{_TMP_SUFFIX}", self._schemas[dataset].arrow)
         writer.write(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
         # Keep only the most recently written few files open (descriptors, whatever the bucket
         # count); a closed bucket's next flush appends a new stream to its file.
@@ -343,7 +347,7 @@ class BucketSink:
         if writer is not None:
             writer.remove()
             self._writers.pop((dataset, bucket), None)  # published: abort() has nothing of it to remove
-        return {"path": str(path), "rows": written.num_rows}
+        return {"path": str(path), "file": f"{dataset}/{path.name}", "rows": written.num_rows}
 
     def _publish_side(self, side: str) -> list[str]:
         """Rename the streamed side files to final shard names (at least one, possibly empty)."""
@@ -356,15 +360,13 @@ class BucketSink:
             count = 1
         else:
             for i, tmp in enumerate(writer.paths):
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, folder / f"{self.shard_name(i)}.parquet")
+                storage.commit_file(tmp, folder / f"{self.shard_name(i)}.parquet")
             count = len(writer.paths)
             writer.paths = []
         self._remove_stale(folder, count)
         return [str(folder / f"{self.shard_name(i)}.parquet") for i in range(count)]
 
-    def _remove_stale(self, folder: Path, count: int) -> None:
+    def _remove_stale(self, folder: storage.RunPath, count: int) -> None:
         """Shards of an earlier run with more buckets would pass for this run's: remove them."""
         pattern = re.compile(rf"{re.escape(self.prefix)}-(\d{{5}})\.parquet")
         for path in folder.glob(f"{self.prefix}-*.parquet"):

@@ -8,49 +8,59 @@ matches; a changed config, stage version or input redoes it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
+from blift import storage
+from blift.storage import RunPath
 from blift.tables import atomic_write_bytes
 
 
-def file_fingerprint(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
+def file_fingerprint(path: RunPath) -> str | None:
+    """The content fingerprint of an input shard (None when missing): see :func:`blift.storage.fingerprint`."""
+    return storage.fingerprint(path)
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(path: RunPath, manifest: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(path: RunPath) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
+def read_manifests(paths: list[RunPath], listing: storage.Listing | None = None) -> list[dict[str, Any] | None]:
+    """Many manifests at once (concurrent GETs on an object store through ``listing``)."""
+    if listing is None:
+        return [read_manifest(p) for p in paths]
+    out: list[dict[str, Any] | None] = []
+    for text in listing.read_texts(paths):
+        try:
+            out.append(json.loads(text) if text is not None else None)
+        except ValueError:
+            out.append(None)
+    return out
+
+
 def matches(
     manifest: dict[str, Any] | None,
     *,
-    run_dir: Path,
+    run_dir: RunPath,
     stage_version: int,
     config_hash: str,
     inputs: dict[str, str | None],
+    listing: storage.Listing | None = None,
 ) -> bool:
     """True when the shard was produced by this stage version and config from these inputs
-    and every output it lists is still on disk."""
+    and every output it lists is still there (looked up in ``listing`` when given)."""
     if not manifest:
         return False
     if manifest.get("stage_version") != stage_version or manifest.get("config_hash") != config_hash:
         return False
     if manifest.get("inputs") != inputs:
         return False
-    return all((run_dir / p).exists() for p in manifest.get("output_files", []))
+    exists = listing.exists if listing is not None else (lambda path: path.exists())
+    return all(exists(run_dir / p) for p in manifest.get("output_files", []))

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from blift.errors import BliftError, ConfigError
 from blift.runner.local import ShardFailure, retry_or_fail
 from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, run_shard
+from blift.storage import RunPath, local_dir, run_path
 
 log = logging.getLogger("blift.runner")
 
@@ -43,7 +44,7 @@ log = logging.getLogger("blift.runner")
 # The driver's environment the workers need (stage registry, credentials, Hub settings): these
 # names, every name with one of these prefixes, and the names listed in BLIFT_RAY_ENV (commas).
 FORWARDED_ENV = ("PYTHONPATH", "SOURCE_DATE_EPOCH")
-FORWARDED_PREFIXES = ("BLIFT_", "REDDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
+FORWARDED_PREFIXES = ("BLIFT_", "REDDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "AWS_", "FSSPEC_")
 POLL_S = 2.0  # how often the driver wakes while waiting (to check the no-progress timeout)
 ACTOR_CPUS = 0.5
 CALLS_PER_ACTOR = 2  # one running, one queued: an actor never idles between shards
@@ -140,7 +141,7 @@ class RayExecutor:
                 log.info("ray: connecting to %s", self.address)
                 ray.init(address=self.address, **common)
             else:
-                temp_dir = self._local_temp_dir(Path(spec.run_dir))
+                temp_dir = self._local_temp_dir(run_path(spec.run_dir))
                 log.info("ray: starting a local Ray (temp dir %s)", temp_dir)
                 ray.init(address="local", num_cpus=self.workers, _temp_dir=str(temp_dir), **common)
                 atexit.register(_stop_local_ray, ray, temp_dir)
@@ -152,10 +153,10 @@ class RayExecutor:
         return ray
 
     @staticmethod
-    def _local_temp_dir(run_dir: Path) -> Path:
-        """Under the run folder when its path is short enough for Ray's unix sockets (~107
-        bytes including Ray's ~60-byte session suffix), else a fresh folder under TMPDIR."""
-        candidate = run_dir.resolve() / ".ray"
+    def _local_temp_dir(run_dir: RunPath) -> Path:
+        """Under the run's local folder when its path is short enough for Ray's unix sockets
+        (~107 bytes including Ray's ~60-byte session suffix), else a fresh folder under TMPDIR."""
+        candidate = local_dir(run_dir).resolve() / ".ray"
         if len(str(candidate)) <= 40:
             candidate.mkdir(parents=True, exist_ok=True)
             return candidate

@@ -9,34 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from blift import tables
+from blift import storage, tables
 from blift.config import Pipeline, StageEntry, load_pipeline, resolve_paths, stage_config_hash, substitute, validate_stage_config
 from blift.errors import ConfigError
 from blift.registry import load_stage
 from blift.runner import layout
 from blift.runner.local import LocalExecutor, ShardFailure
-from blift.runner.manifest import file_fingerprint, matches, read_manifest, write_manifest
+from blift.runner.manifest import matches, read_manifest, read_manifests, write_manifest
 from blift.runner.progress import Reporter, make_reporter
 from blift.runner.stats import stage_stats, write_stats
 from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, input_path
 from blift.stage import Stage, StreamStage
+from blift.storage import RunPath, run_path
 
 log = logging.getLogger("blift.runner")
 
 STREAM_SHARD = "_stream"
-URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://, gs://, hdfs://, file:// (Path keeps one slash)
 
 
 @dataclass
 class RunOptions:
-    out: Path | None = None
+    out: str | Path | None = None  # a path, or an object store URL (s3://bucket/run)
     workers: int | None = None
     dry_run: bool = False
     retry_failed: bool = False
@@ -59,7 +58,7 @@ class StagePlan:
 
 @dataclass
 class RunReport:
-    run_dir: Path
+    run_dir: RunPath
     stats: dict[str, Any]
     plans: list[StagePlan] = field(default_factory=list)
     failed: list[tuple[str, ShardFailure]] = field(default_factory=list)
@@ -103,7 +102,7 @@ def replay_servers(pipeline: Pipeline, base: Path) -> Iterator[dict[str, str]]:
             server.stop()
 
 
-def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: Path, base: Path) -> list[str]:
+def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: RunPath, base: Path) -> list[str]:
     """One shard per request, named by the request's content hash (same request, same shard)."""
     rows = stage_cls.expand_requests(resolve_paths(entry.requests or [], base))
     folder = layout.requests_dir(run_dir, stage_cls.name)
@@ -116,13 +115,26 @@ def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: Path, ba
     return sorted(set(shards))
 
 
+def stage_listing(stage_cls: type[Stage], spec: StageSpec) -> storage.Listing:
+    """One look at every folder a stage's plan reads: its inputs, outputs, manifests."""
+    run_dir = run_path(spec.run_dir)
+    folders = [storage.relative(layout.requests_dir(run_dir, spec.stage_name), run_dir) if d == "requests"
+               else spec.inputs[d] for d in stage_cls.inputs]
+    folders += [spec.outputs[d] for d in stage_cls.outputs]
+    folders += [f"{side}/{spec.stage_name}" for side in ("dropped", "errors")]
+    folders.append(storage.relative(layout.manifests_dir(run_dir, spec.stage_name), run_dir))
+    return storage.Listing(run_dir, folders)
+
+
 def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry_failed: bool) -> StagePlan:
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     todo, skipped = [], []
-    for shard in shards:
-        fps = {d: file_fingerprint(input_path(run_dir, spec, d, shard)) for d in stage_cls.inputs}
-        manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, shard))
-        ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
+    listing = stage_listing(stage_cls, spec)
+    manifests = read_manifests([layout.manifest_path(run_dir, spec.stage_name, s) for s in shards], listing)
+    for shard, manifest in zip(shards, manifests):
+        fps = {d: listing.fingerprint(input_path(run_dir, spec, d, shard)) for d in stage_cls.inputs}
+        ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash,
+                     inputs=fps, listing=listing)
         if ok and retry_failed and manifest["summary"]["errors"].get("transient"):
             todo.append(ShardTask(shard, fps, retry_failed=True))
         elif ok:
@@ -132,7 +144,7 @@ def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry
     return StagePlan(stage_cls.name, shards, todo, skipped)
 
 
-def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str, str], opts: RunOptions,
+def run_stage(entry: StageEntry, run_dir: RunPath, base: Path, variables: dict[str, str], opts: RunOptions,
               reporter: Reporter, where: str) -> tuple[StagePlan, dict[str, Any], list[ShardFailure]]:
     stage_cls = load_stage(entry.stage)
     config = validate_stage_config(stage_cls, substitute(entry.config, variables, where), f"{where} config")
@@ -140,7 +152,7 @@ def run_stage(entry: StageEntry, run_dir: Path, base: Path, variables: dict[str,
         stage_name=stage_cls.name,
         config=config.model_dump(mode="json"),
         config_hash=stage_config_hash(stage_cls, config),
-        run_dir=str(run_dir),
+        run_dir=storage.as_str(run_dir),
         inputs={d: entry.inputs.get(d, d) for d in stage_cls.inputs},
         outputs={d: entry.outputs.get(d, d) for d in stage_cls.outputs},
         record_timeout_s=entry.record_timeout_s or opts.record_timeout_s,
@@ -196,12 +208,14 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     """A stream stage runs as one task over all its requests (it buckets its own output)."""
     from blift.runner.bucket_sink import BucketSink
 
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     if any(spec.outputs[d] != d for d in spec.outputs):
         raise ConfigError(f"stage {stage_cls.name}: stream stages do not support renamed outputs")
-    fps = {s: file_fingerprint(input_path(run_dir, spec, "requests", s)) for s in shards}
+    listing = stage_listing(stage_cls, spec)
+    fps = {s: listing.fingerprint(input_path(run_dir, spec, "requests", s)) for s in shards}
     manifest = read_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD))
-    done = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash, inputs=fps)
+    done = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash,
+                   inputs=fps, listing=listing)
     plan = StagePlan(stage_cls.name, [STREAM_SHARD], [] if done else [ShardTask(STREAM_SHARD, fps)],
                      [STREAM_SHARD] if done else [])
     if opts.dry_run or done:
@@ -230,7 +244,7 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
         seconds=round(time.monotonic() - t0, 3),
         describe=stage.describe(),
     )
-    files = [str(Path(v["path"]).resolve().relative_to(run_dir.resolve())) for d in result["datasets"].values() for v in d.values()]
+    files = [v["file"] for d in result["datasets"].values() for v in d.values()]
     write_manifest(layout.manifest_path(run_dir, spec.stage_name, STREAM_SHARD), {
         "stage": spec.stage_name, "stage_version": stage_cls.version, "config_hash": spec.config_hash,
         "shard": STREAM_SHARD, "inputs": fps, "output_files": files, "summary": summary.__dict__})
@@ -245,13 +259,12 @@ def run_pipeline(path: Path, opts: RunOptions, *, only: list[str] | None = None)
     if opts.executor is None:  # the command line wins over the pipeline file
         opts = replace(opts, executor=pipeline.executor, ray_address=opts.ray_address or pipeline.ray_address)
     base = path.resolve().parent
-    out = opts.out or Path(pipeline.out or f"runs/{pipeline.name}")
-    if URL_LIKE.match(str(out)):
-        raise ConfigError(f"run folder {str(opts.out or pipeline.out)!r}: object stores and URLs are not supported "
-                          "as run folders (shards are renamed into place); use a local or shared file system path "
-                          "that every worker mounts at the same place")
-    run_dir = out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_path(opts.out or pipeline.out or f"runs/{pipeline.name}")
+    if storage.is_remote(run_dir):
+        log.info("run folder %s (local working files in %s)", run_dir, storage.local_dir(run_dir))
+    else:
+        run_dir = run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
     reporter = make_reporter(opts.progress) if not opts.dry_run else Reporter()
     report = RunReport(run_dir=run_dir, stats={})
     stage_stats_all: dict[str, dict[str, Any]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
+from blift.storage import Listing, RunPath, is_remote, relative
 from typing import Any
 
 from rich.console import Console
@@ -13,11 +13,11 @@ from rich.table import Table
 from blift import __version__
 from blift.ids import now_utc
 from blift.runner import layout
-from blift.runner.manifest import read_manifest
+from blift.runner.manifest import read_manifests
 from blift.tables import atomic_write_bytes
 
 
-def stage_stats(run_dir: Path, stage: str, shards: list[str] | None = None) -> dict[str, Any]:
+def stage_stats(run_dir: RunPath, stage: str, shards: list[str] | None = None) -> dict[str, Any]:
     """Merge the manifests of ``shards`` (all of the stage's shards when None)."""
     folder = layout.manifests_dir(run_dir, stage)
     names = shards if shards is not None else sorted(p.stem for p in folder.glob("*.json"))
@@ -28,8 +28,8 @@ def stage_stats(run_dir: Path, stage: str, shards: list[str] | None = None) -> d
     records_in = 0
     seconds = 0.0
     done = 0
-    for shard in names:
-        manifest = read_manifest(layout.manifest_path(run_dir, stage, shard))
+    listing = Listing(run_dir, [relative(folder, run_dir)]) if is_remote(run_dir) else None
+    for manifest in read_manifests([layout.manifest_path(run_dir, stage, shard) for shard in names], listing):
         if not manifest:
             continue
         summary = manifest["summary"]
@@ -53,7 +53,7 @@ def stage_stats(run_dir: Path, stage: str, shards: list[str] | None = None) -> d
     }
 
 
-def write_stats(run_dir: Path, pipeline: str, stages: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_stats(run_dir: RunPath, pipeline: str, stages: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     stats = {
         "pipeline": pipeline,
         "blift_version": __version__,
@@ -65,7 +65,7 @@ def write_stats(run_dir: Path, pipeline: str, stages: dict[str, dict[str, Any]],
     return stats
 
 
-def read_stats(run_dir: Path) -> dict[str, Any]:
+def read_stats(run_dir: RunPath) -> dict[str, Any]:
     path = layout.stats_path(run_dir)
     if path.exists():
         return json.loads(path.read_text())

@@ -17,7 +17,7 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from blift.storage import RunPath, run_path
 from typing import Any
 
 import pyarrow as pa
@@ -89,7 +89,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 def build_stage(spec: StageSpec) -> Stage:
     cls = load_stage(spec.stage_name)
-    return cls(cls.Config.model_validate(spec.config), Path(spec.run_dir))
+    return cls(cls.Config.model_validate(spec.config), run_path(spec.run_dir))
 
 
 def init_worker(spec: StageSpec, parent_pid: int, threads: int | None = None) -> None:
@@ -115,7 +115,7 @@ def run_task(task: ShardTask) -> ShardSummary:
     return run_shard(_STAGE, _SPEC, task)
 
 
-def input_path(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path:
+def input_path(run_dir: RunPath, spec: StageSpec, dataset: str, shard: str) -> RunPath:
     """Where one input shard of a stage lives (source stages read their own requests folder)."""
     if dataset == "requests":
         return layout.requests_dir(run_dir, spec.stage_name) / f"{shard}{layout.SHARD_SUFFIX}"
@@ -123,7 +123,7 @@ def input_path(run_dir: Path, spec: StageSpec, dataset: str, shard: str) -> Path
 
 
 def read_inputs(stage: Stage, spec: StageSpec, shard: str) -> ShardInput:
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     loaded: dict[str, pa.Table] = {}
     for dataset, schema_name in stage.inputs.items():
         path = input_path(run_dir, spec, dataset, shard)
@@ -144,7 +144,7 @@ def run_shard(stage: Stage, spec: StageSpec, task: ShardTask) -> ShardSummary:
     summary.describe = stage.describe()
     _write_manifest(stage, spec, task, summary)
     if isinstance(stage, RecordStage):
-        Journal(layout.journal_path(Path(spec.run_dir), spec.stage_name, task.shard)).remove()
+        Journal(layout.journal_path(run_path(spec.run_dir), spec.stage_name, task.shard)).remove()
     return summary
 
 
@@ -168,7 +168,7 @@ def _failure_entry(key: str, exc: BaseException, attempts: int = 1) -> dict[str,
 def _previous_entries(stage: RecordStage, spec: StageSpec, task: ShardTask) -> dict[str, dict[str, Any]]:
     """For ``--retry-failed``: the shard's finished records rebuilt from its existing outputs,
     except those whose error was transient (those are redone)."""
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     entries: dict[str, dict[str, Any]] = {}
     for dataset, schema_name in stage.outputs.items():
         path = layout.shard_path(run_dir, spec.outputs[dataset], task.shard)
@@ -236,7 +236,7 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
     keys = [k for k, _ in records]
     if len(set(keys)) != len(keys):
         raise ValueError(f"stage {stage.name}: duplicate record keys in shard {task.shard}")
-    journal = Journal(layout.journal_path(Path(spec.run_dir), spec.stage_name, task.shard))
+    journal = Journal(layout.journal_path(run_path(spec.run_dir), spec.stage_name, task.shard))
     done = journal.load()
     if task.retry_failed:
         for key, entry in _previous_entries(stage, spec, task).items():
@@ -293,7 +293,7 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
 
 
 def _write_outputs(stage: Stage, spec: StageSpec, task: ShardTask, result: StageResult) -> ShardSummary:
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     summary = ShardSummary(shard=task.shard, records_in=result.records_in, counters=dict(result.counters))
     unknown = set(result.tables) - set(stage.outputs)
     if unknown:
@@ -327,14 +327,14 @@ def _write_outputs(stage: Stage, spec: StageSpec, task: ShardTask, result: Stage
 
 
 def output_files(stage: Stage, spec: StageSpec, shard: str) -> list[str]:
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     paths = [layout.shard_path(run_dir, spec.outputs[d], shard) for d in stage.outputs]
     paths += [layout.dropped_path(run_dir, stage.name, shard), layout.errors_path(run_dir, stage.name, shard)]
     return [str(p.relative_to(run_dir)) for p in paths]
 
 
 def _write_manifest(stage: Stage, spec: StageSpec, task: ShardTask, summary: ShardSummary) -> None:
-    run_dir = Path(spec.run_dir)
+    run_dir = run_path(spec.run_dir)
     write_manifest(
         layout.manifest_path(run_dir, spec.stage_name, task.shard),
         {

@@ -30,6 +30,7 @@ from blift.models.transcriber import (
     load_transcriber,
 )
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig, run_file
+from blift.storage import RunPath
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class AsrStage(RecordStage):
 
     config: AsrConfig
 
-    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+    def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         super().__init__(config, run_dir)
         self.transcriber: Transcriber | None = None
 

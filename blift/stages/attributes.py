@@ -23,6 +23,7 @@ from pydantic import Field
 from blift import schemas
 from blift.errors import BliftError, ErrorClass, PermanentError
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
+from blift.storage import RunPath
 from blift.stages.image_attributes import (
     ANALYSIS_SIDE,
     COMPLEXITY_SIDE,
@@ -159,7 +160,7 @@ class AttributesStage(Stage):
 
     config: AttributesConfig
 
-    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+    def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         super().__init__(config, run_dir)
         self.analyzer = ImageAnalyzer(self.config)
 
@@ -204,7 +205,7 @@ class AttributesStage(Stage):
         table = schemas.get("attributes").from_rows(out, where=f"{self.name} shard {shard.shard_id}: ")
         return StageResult(tables={"attributes": table}, records_in=len(media), errors=errors, counters=counters)
 
-    def _video(self, row: dict[str, Any], scenes: list[dict[str, Any]], run_dir: Path, out: list[dict[str, Any]],
+    def _video(self, row: dict[str, Any], scenes: list[dict[str, Any]], run_dir: RunPath, out: list[dict[str, Any]],
                errors: list[RecordFailure], counters: dict[str, int]) -> None:
         """One attributes row per scene keyframe of a video; a missing or unreadable keyframe is
         an error of that scene (named by uid, media index, scene and path), the others stand."""
@@ -220,7 +221,7 @@ class AttributesStage(Stage):
                 out.append({"uid": uid, "media_index": index, "scene": scene["scene"], **attrs,
                             "caption": None, "keywords": None})
 
-    def _analyze(self, key: str, what: str, rel: str | None, run_dir: Path, errors: list[RecordFailure],
+    def _analyze(self, key: str, what: str, rel: str | None, run_dir: RunPath, errors: list[RecordFailure],
                  counters: dict[str, int]) -> dict[str, Any] | None:
         """Attributes of one image file (a downloaded image or a scene keyframe), or None after
         recording why it could not be read: one bad file must not kill the shard."""

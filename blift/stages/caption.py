@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
 from PIL import Image
@@ -31,6 +30,7 @@ from blift import schemas
 from blift.errors import BliftError, ErrorClass, PermanentError
 from blift.models.keywords import extract_keywords
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
+from blift.storage import RunPath
 from blift.stages.attributes import open_image
 from blift.stages.image_attributes import to_rgb
 
@@ -92,7 +92,7 @@ class CaptionStage(Stage):
 
     config: CaptionConfig
 
-    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+    def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         super().__init__(config, run_dir)
         self.captioner: Any = None
         self._announced = False
@@ -149,7 +149,7 @@ class CaptionStage(Stage):
                 out.append(Candidate(key, row["uid"], row["media_index"], row["scene"], row["keyframe_path"]))
         return out
 
-    def load(self, cand: Candidate, run_dir: Path) -> Image.Image:
+    def load(self, cand: Candidate, run_dir: RunPath) -> Image.Image:
         """The candidate's picture as RGB, displayed orientation, first frame of an animation."""
         path = run_file(run_dir, cand.path, f"{cand.key}: media")
         img, _ = open_image(path, DECODE_SIDE)
@@ -194,7 +194,7 @@ class CaptionStage(Stage):
             "prompt_sha": prompt_sha(self.config.prompt),
         }
 
-    def _batches(self, todo: list[Candidate], run_dir: Path,
+    def _batches(self, todo: list[Candidate], run_dir: RunPath,
                  errors: list[RecordFailure]) -> Iterator[list[tuple[Candidate, Image.Image]]]:
         """Full batches of readable pictures (an unreadable file does not shrink a batch); only
         one batch of decoded images is held at a time."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -31,6 +30,7 @@ from pydantic import Field
 from blift import schemas
 from blift.ids import unpack_raw
 from blift.stage import ShardInput, Stage, StageConfig, StageResult
+from blift.storage import RunPath
 from blift.stages.langid import LanguageIdentifier, detect_all, make_identifier
 from blift.stages.near_duplicates import find_duplicates, normalize_texts
 from blift.stages.text_rules import DEFAULT_BOT_PHRASES, RuleConfig, apply_rules
@@ -80,7 +80,7 @@ class CleanStage(Stage):
 
     config: Config
 
-    def __init__(self, config: StageConfig, run_dir: Path) -> None:
+    def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         super().__init__(config, run_dir)
         self.identifier: LanguageIdentifier | None = None
         self.scorer: ToxicityScorer | None = None

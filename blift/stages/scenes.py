@@ -24,8 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -45,6 +43,7 @@ from blift.stages.video_frames import (
     letterbox,
     sample_times,
 )
+from blift.storage import commit_file, scratch_file
 from blift.tables import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -249,11 +248,7 @@ class ScenesStage(RecordStage):
         frames_rel = tmp = array = None
         if samples is not None:
             frames_rel = self._frames_rel(sha, samples)
-            final = self.run_dir / frames_rel
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            os.close(fd)
-            tmp = Path(name)
+            tmp = scratch_file(self.run_dir / frames_rel)  # next to it when local; committed below
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                               shape=(len(samples), 3, cfg.frames_side, cfg.frames_side))
         try:
@@ -275,9 +270,7 @@ class ScenesStage(RecordStage):
             if array is not None and tmp is not None and frames_rel is not None:
                 array.flush()
                 del array
-                with tmp.open("rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.run_dir / frames_rel)
+                commit_file(tmp, self.run_dir / frames_rel)
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
