@@ -40,7 +40,7 @@ from blift.storage import local_dir, mirror, run_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_faults import SHARDS, digests, prepare, reference  # noqa: E402,F401 - reference: fixture
+from test_faults import SHARDS, digests, reference  # noqa: E402,F401 - reference: fixture
 from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
 from test_faults import write_pipeline as toy_pipeline  # noqa: E402
 from test_dumps import dump_pair  # noqa: E402,F401 - fixture
