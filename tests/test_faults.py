@@ -26,7 +26,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 import pytest
@@ -162,6 +162,21 @@ def test_ray_run_with_no_progress_ends_with_an_error_and_stops_its_actors(tmp_pa
     assert list((run_dir / "items_clean").glob("*.parquet")) and not (run_dir / "captions").exists()
 
 
+def kill_9_mid_run(proc: subprocess.Popen, started: Callable[[], bool]) -> None:
+    """Once ``started()`` (a first output is there) and a moment later, so the kill lands
+    mid-shard: ``kill -9`` of the driver ``proc``; its local worker processes must die with it."""
+    deadline = time.monotonic() + 120
+    while not started() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    time.sleep(0.3)  # let more records start
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"processes outlived the killed driver: {alive}"
+
+
 def _blift_run(pipe: Path, run_dir: Path, executor: tuple[str, str | None], env: dict[str, str]) -> subprocess.Popen:
     args = [sys.executable, "-m", "blift.cli", "run", str(pipe), "--out", str(run_dir), "--workers", "2",
             "--executor", executor[0]]
@@ -195,19 +210,8 @@ def test_kill_9_of_the_driver_then_rerun_finishes_identically(tmp_path, executor
     env = {**os.environ, "TOY_SLEEP": "0.25", "BLIFT_RAY_ENV": "TOY_SLEEP"}
     run_dir, markers, pipe = prepare(tmp_path, "run")
     proc = _blift_run(pipe, run_dir, executor, env)
-    deadline = time.monotonic() + 120
-    while not list((run_dir / "items").glob("part-*.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    time.sleep(0.3)  # let more records start, so the kill lands mid-shard
-    children = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    # Nothing of the killed run keeps working: its local workers die with it, and Ray stops the
-    # tasks and actors of a driver that is gone.
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"processes outlived the killed driver: {alive}"
-    if executor[0] == "ray":
+    kill_9_mid_run(proc, lambda: bool(list((run_dir / "items").glob("part-*.parquet"))))
+    if executor[0] == "ray":  # Ray stops the tasks and actors of a driver that is gone
         deadline = time.monotonic() + 30
         while _our_ray_workers() and time.monotonic() < deadline:
             time.sleep(0.2)

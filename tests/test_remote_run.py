@@ -22,14 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 from servers.s3_server import Bucket, s3, s3_endpoint  # noqa: F401 - fixtures
 
@@ -40,7 +37,7 @@ from blift.storage import local_dir, mirror, run_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_faults import SHARDS, digests, reference  # noqa: E402,F401 - reference: fixture
+from test_faults import SHARDS, digests, kill_9_mid_run, reference  # noqa: E402,F401 - reference: fixture
 from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
 from test_faults import write_pipeline as toy_pipeline  # noqa: E402
 from test_dumps import dump_pair  # noqa: E402,F401 - fixture
@@ -128,16 +125,7 @@ def test_kill_9_of_the_driver_then_rerun_on_s3_uploads_no_finished_shard_twice(t
     env = {**os.environ, "TOY_SLEEP": "0.25"}
     args = [sys.executable, "-m", "blift.cli", "run", str(pipe), "--out", url, "--workers", "2"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not [k for k in versioned.keys("toy") if k.startswith("items/")] and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    time.sleep(0.3)  # let more records start, so the kill lands mid-shard
-    children = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"processes outlived the killed driver: {alive}"
+    kill_9_mid_run(proc, lambda: any(k.startswith("items/") for k in versioned.keys("toy")))
     finished = finished_shards(versioned, "toy")
     assert finished, "the kill came before any shard finished"
     assert len([k for k in versioned.keys("toy") if k.startswith("captions/")]) < len(SHARDS), "the run had ended"
