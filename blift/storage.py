@@ -187,6 +187,17 @@ def write_bytes(dest: RunPath, data: bytes, mode: int | None = None) -> None:
         raise
 
 
+def _etag(info: dict[str, Any]) -> str | None:
+    """The store's content hash from an object's info (S3 ``ETag``, GCS ``md5Hash``...), unquoted."""
+    value = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("content_md5")
+    return str(value).strip('"') if value else None
+
+
+def _etag_fingerprint(info: dict[str, Any]) -> str | None:
+    etag = _etag(info)
+    return f"etag:{etag}:{info.get('size')}" if etag else None
+
+
 def local_file(path: RunPath) -> Path:
     """A local path with ``path``'s content, for tools that only open local files (ffprobe,
     PyAV, Whisper, numpy memory maps). Remote files are downloaded once into :func:`cache_dir`
@@ -195,7 +206,7 @@ def local_file(path: RunPath) -> Path:
         return Path(path)
     info = path.fs.info(path.path)
     size = int(info.get("size") or 0)
-    version = re.sub(r"[^A-Za-z0-9]", "", str(info.get("ETag") or info.get("etag") or ""))[:32] or f"size{size}"
+    version = re.sub(r"[^A-Za-z0-9]", "", _etag(info) or "")[:32] or f"size{size}"
     # The object's ETag in the cache path: a rewritten object is fetched again, whatever its name.
     local = cache_dir() / path.protocol / version / path.path.lstrip("/")
     try:
@@ -223,9 +234,9 @@ def fingerprint(path: RunPath) -> str | None:
             info = path.fs.info(path.path)
         except FileNotFoundError:
             return None
-        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("content_md5")
-        if etag:
-            return f"etag:{str(etag).strip(chr(34))}:{info.get('size')}"
+        found = _etag_fingerprint(info)
+        if found:
+            return found
         h = hashlib.sha256(path.fs.cat_file(path.path))
         return h.hexdigest()[:32]
     path = Path(path)
@@ -242,7 +253,7 @@ def change_key(path: RunPath) -> tuple[int, Any]:
     """(size, modification stamp) of a file: changes when the file is rewritten."""
     if is_remote(path):
         info = path.fs.info(path.path)
-        return int(info.get("size") or 0), info.get("ETag") or info.get("LastModified") or info.get("mtime")
+        return int(info.get("size") or 0), _etag(info) or info.get("LastModified") or info.get("mtime")
     st = Path(path).stat()
     return st.st_size, st.st_mtime_ns
 
@@ -325,9 +336,9 @@ class Listing:
             info = self._info.get(path.path)  # type: ignore[union-attr]
             if info is None:
                 return None
-            etag = info.get("ETag") or info.get("etag")
-            if etag:
-                return f"etag:{str(etag).strip(chr(34))}:{info.get('size')}"
+            found = _etag_fingerprint(info)
+            if found:
+                return found
         return fingerprint(path)
 
     def read_texts(self, paths: list[RunPath]) -> list[str | None]:
