@@ -212,7 +212,7 @@ def _do_release(run_dir: Path | str, out: Path, configs: dict[str, str] | None, 
     from blift.storage import is_remote, mirror, run_path
 
     try:
-        where = run_path(run_dir) if isinstance(run_dir, str) else run_dir
+        where = run_path(run_dir)
         if is_remote(where):  # a release reads the whole run (shards and media): work on a local copy
             run_dir, files, size = mirror(where)
             typer.echo(f"release: {where} mirrored to {run_dir} ({files} file(s), {size / 1e6:.1f} MB fetched)")

@@ -45,8 +45,9 @@ LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 def run_path(where: str | os.PathLike[str]) -> RunPath:
-    """A run folder (or a file in one) from a path or URL string. ``file://`` is a local path;
-    a URL whose filesystem package is missing is a ConfigError naming the package."""
+    """A run folder (or a file in one) from a path, a URL string or a UPath (returned as is).
+    ``file://`` is a local path; a URL whose filesystem package is missing is a ConfigError
+    naming the package."""
     if not isinstance(where, str):
         if not isinstance(where, PurePath):
             return where  # already a UPath
@@ -82,11 +83,6 @@ def is_remote(path: Any) -> bool:
     return not isinstance(path, PurePath)
 
 
-def as_str(path: RunPath) -> str:
-    """The string that :func:`run_path` turns back into ``path`` (sent to workers)."""
-    return str(path)
-
-
 def relative(path: RunPath, root: RunPath) -> str:
     """``path`` relative to the run folder ``root``, POSIX style."""
     if is_remote(path):
@@ -103,7 +99,7 @@ def local_dir(run_dir: RunPath) -> Path:
     local; for a URL, ``$BLIFT_SCRATCH`` (default ``$TMPDIR/blift-scratch``) / a hash of the URL."""
     if not is_remote(run_dir):
         return Path(run_dir)
-    key = hashlib.sha256(as_str(run_dir).encode()).hexdigest()[:16]
+    key = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
     path = _scratch_root() / "runs" / key
     path.mkdir(parents=True, exist_ok=True)
     return path

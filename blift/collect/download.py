@@ -26,9 +26,9 @@ from blift.collect.fields import relative_folder
 from blift.collect.http_fetch import AddressGuard, Fetcher, FetchPolicy, FetchRejected, HostRateLimiter
 from blift.collect.media_store import ImageRejected, MediaStore, probe_image, require_image_head
 from blift.collect.video_probe import VideoRejected, probe_video
-from blift.storage import local_file
 from blift.errors import InvalidRecord
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
+from blift.storage import local_file
 
 log = logging.getLogger(__name__)
 

@@ -230,7 +230,7 @@ class MediaStore:
         rel = PurePosixPath(folder)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"media store folder {folder!r} must be a relative path inside the run folder")
-        self.run_dir = run_path(run_dir) if isinstance(run_dir, str) else run_dir
+        self.run_dir = run_path(run_dir)
         self.folder = rel
 
     def relpath(self, sha256: str, ext: str) -> str:

@@ -150,7 +150,7 @@ class BucketSink:
             raise ConfigError(f"{stage_name}: buckets must be >= 1, got {buckets}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", shard_prefix) or shard_prefix.startswith("."):
             raise ConfigError(f"{stage_name}: shard prefix {shard_prefix!r}: use letters, digits, '-', '_' or '.'")
-        self.run_dir = storage.run_path(run_dir) if isinstance(run_dir, str) else run_dir
+        self.run_dir = storage.run_path(run_dir)
         self.work_dir = storage.local_dir(self.run_dir)  # temporaries: the run folder itself when local
         self.stage_name = stage_name
         self.outputs = dict(outputs)

@@ -152,7 +152,7 @@ def run_stage(entry: StageEntry, run_dir: RunPath, base: Path, variables: dict[s
         stage_name=stage_cls.name,
         config=config.model_dump(mode="json"),
         config_hash=stage_config_hash(stage_cls, config),
-        run_dir=storage.as_str(run_dir),
+        run_dir=str(run_dir),  # run_path() turns it back into the same folder in the worker
         inputs={d: entry.inputs.get(d, d) for d in stage_cls.inputs},
         outputs={d: entry.outputs.get(d, d) for d in stage_cls.outputs},
         record_timeout_s=entry.record_timeout_s or opts.record_timeout_s,
