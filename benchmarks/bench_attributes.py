@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from blift.stages.attributes import AttributesConfig, ImageAnalyzer, open_image
-from blift.stages.image_attributes import HIGH_FROM, LOW_BELOW, complexity
+from blift.images import open_image
+from blift.stages.attributes.stage import AttributesConfig, ImageAnalyzer
+from blift.stages.attributes.measures import HIGH_FROM, LOW_BELOW, complexity
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 

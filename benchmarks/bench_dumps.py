@@ -36,7 +36,7 @@ def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int 
     """Run one ingestion in this (child) process; returns its timing."""
     t0 = time.perf_counter()
     if mode == "ours":
-        from blift.collect.dumps import DumpConfig, DumpIngestStage
+        from blift.collect.reddit.dumps import DumpConfig, DumpIngestStage
         from blift.runner.bucket_sink import BucketSink
 
         stage = DumpIngestStage(DumpConfig(buckets=buckets, workers=workers), out)
@@ -57,7 +57,7 @@ def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int 
         import zstandard
 
         from blift import schemas
-        from blift.collect.reddit_rows import comment_row, item_row
+        from blift.collect.reddit.rows import comment_row, item_row
         from blift.ids import now_utc
 
         now = now_utc()
@@ -129,7 +129,7 @@ def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
 
     import numpy as np
 
-    from blift.collect import dumps as D
+    from blift.collect.reddit import dumps as D
     from blift.ids import now_utc
     from blift.runner.bucket_sink import BucketSink
 

@@ -120,7 +120,7 @@ def _frames(path: Path, rng: np.random.Generator) -> None:
 
 def _records(uid: str, kind: str, media: str, split: str, rng: np.random.Generator) -> list[dict[str, Any]]:
     """A behavior and a content record for one post, rendered from the shipped templates."""
-    from blift.instruct.templates import load_template
+    from blift.stages.instruct.templates import load_template
 
     platform = uid.split(":")[0]
     comments = [_sentence(rng, 4, 14) for _ in range(int(rng.integers(2, 5)))]

@@ -62,3 +62,25 @@ def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return ErrorClass.TRANSIENT
     return ErrorClass.PERMANENT
+
+
+def causes(exc: BaseException, limit: int = 10) -> list[BaseException]:
+    """The exception and everything it wraps, nearest first, each once: ``__cause__`` and
+    ``__context__``, plus the two ways libraries wrap without chaining (yt-dlp's
+    ``DownloadError.exc_info`` and ``ExtractorError.cause``). Classifiers look through this for
+    the failure that really happened (a timeout under a DownloadError, say)."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(out) < limit:
+        cur = todo.pop(0)
+        if cur is None or any(cur is seen for seen in out):
+            continue
+        out.append(cur)
+        info = getattr(cur, "exc_info", None)
+        if isinstance(info, tuple) and len(info) > 1 and isinstance(info[1], BaseException):
+            todo.append(info[1])
+        cause = getattr(cur, "cause", None)
+        if isinstance(cause, BaseException):
+            todo.append(cause)
+        todo.extend([cur.__cause__, cur.__context__])
+    return out

@@ -9,18 +9,18 @@ from blift.errors import ConfigError
 from blift.stage import Stage
 
 STAGES: dict[str, str] = {
-    "reddit.list": "blift.collect.reddit_stages:RedditListStage",
-    "reddit.collect": "blift.collect.reddit_stages:RedditCollectStage",
-    "reddit.dumps": "blift.collect.dumps:DumpIngestStage",
-    "youtube.list": "blift.collect.youtube_stages:YoutubeListStage",
-    "youtube.collect": "blift.collect.youtube_stages:YoutubeCollectStage",
-    "media.download": "blift.collect.download:DownloadStage",
+    "reddit.list": "blift.collect.reddit.list:RedditListStage",
+    "reddit.collect": "blift.collect.reddit.collect:RedditCollectStage",
+    "reddit.dumps": "blift.collect.reddit.dumps:DumpIngestStage",
+    "youtube.list": "blift.collect.youtube.list:YoutubeListStage",
+    "youtube.collect": "blift.collect.youtube.collect:YoutubeCollectStage",
+    "media.download": "blift.collect.media.download:DownloadStage",
     "clean": "blift.stages.clean:CleanStage",
     "scenes": "blift.stages.scenes:ScenesStage",
     "asr": "blift.stages.asr:AsrStage",
     "attributes": "blift.stages.attributes:AttributesStage",
     "caption": "blift.stages.caption:CaptionStage",
-    "instruct": "blift.instruct.stage:InstructStage",
+    "instruct": "blift.stages.instruct.stage:InstructStage",
 }
 
 

@@ -21,8 +21,9 @@ from blift import schemas
 from blift.errors import ConfigError
 from blift.registry import load_stage
 from blift.stage import ShardInput
-from blift.stages.attributes import AttributesConfig, AttributesStage, open_image
-from blift.stages.image_attributes import (
+from blift.images import open_image
+from blift.stages.attributes import AttributesConfig, AttributesStage
+from blift.stages.attributes.measures import (
     brightness,
     complexity,
     complexity_label,
@@ -31,8 +32,8 @@ from blift.stages.image_attributes import (
     to_rgb,
     tone,
 )
-from blift.stages.ocr import OcrEngine, words_to_text
-from blift.stages.palette import NAMES, PALETTE, dominant_colors, nearest_name, region_colors
+from blift.stages.attributes.ocr import OcrEngine, words_to_text
+from blift.stages.attributes.palette import NAMES, PALETTE, dominant_colors, nearest_name, region_colors
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -344,7 +345,7 @@ def test_missing_language_data_is_a_config_error() -> None:
 def test_missing_tesseract_binary_is_a_config_error(tmp_path: Path) -> None:
     # In a child process: pytesseract keeps the binary path in a process-wide setting.
     code = (
-        "from blift.stages.ocr import OcrEngine\n"
+        "from blift.stages.attributes.ocr import OcrEngine\n"
         "from blift.errors import ConfigError\n"
         "try:\n"
         f"    OcrEngine(tesseract_cmd={str(tmp_path / 'no-tesseract')!r}).setup()\n"

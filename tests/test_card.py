@@ -24,7 +24,7 @@ from PIL import Image
 
 from blift import schemas, tables
 from blift.ids import author_hash, pack_raw
-from blift.instruct.stage import InstructStage
+from blift.stages.instruct.stage import InstructStage
 from blift.release import card as card_mod
 from blift.release import plots
 from blift.release.card import CardError, arrow_feature, hf_feature, render_card, write_card

@@ -15,8 +15,8 @@ from blift import schemas
 from blift.ids import pack_raw, unpack_raw
 from blift.stage import ShardInput
 from blift.stages.clean import CleanStage
-from blift.stages.near_duplicates import find_duplicates, normalize_texts, tfidf
-from blift.stages.text_rules import RuleConfig, apply_rules
+from blift.stages.clean.near_duplicates import find_duplicates, normalize_texts, tfidf
+from blift.stages.clean.text_rules import RuleConfig, apply_rules
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 LONG_EN = "This is a perfectly ordinary English comment about the photo and the light in it."
@@ -326,7 +326,7 @@ def _reference_near_duplicates(uids, texts, scores, threshold):
 
 @pytest.mark.parametrize("block", [3, 16, 2048])
 def test_near_duplicates_match_a_brute_force_reference(monkeypatch, block) -> None:
-    import blift.stages.near_duplicates as nd
+    import blift.stages.clean.near_duplicates as nd
 
     monkeypatch.setattr(nd, "_BLOCK", block)  # small blocks: many batches, items split over blocks
     rng = np.random.default_rng(block)

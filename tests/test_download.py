@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from servers.media_server import MediaServer, Reply
 
 from blift import schemas
-from blift.collect.download import DownloadStage
-from blift.collect.http_fetch import (
+from blift.collect.media.download import DownloadStage
+from blift.collect.media.http_fetch import (
     AddressGuard,
     BlockedAddress,
     Fetcher,
@@ -35,7 +35,7 @@ from blift.collect.http_fetch import (
     blocked_kind,
     parse_retry_after,
 )
-from blift.collect.media_store import header_size, sniff_mime
+from blift.collect.media.store import header_size, sniff_mime
 from blift.errors import ErrorClass, TransientError
 from blift.stage import ShardInput
 

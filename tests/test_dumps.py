@@ -1,4 +1,4 @@
-"""Dump ingestion (blift.collect.dumps) through the runner's BucketSink into a real run folder."""
+"""Dump ingestion (blift.collect.reddit.dumps) through the runner's BucketSink into a real run folder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from blift.collect.dumps import DumpConfig, DumpIngestStage, bucket_of, comment_depths
+from blift.collect.reddit.dumps import DumpConfig, DumpIngestStage, bucket_of, comment_depths
 from blift import schemas
 from blift.errors import ConfigError, SchemaError
 from blift.ids import author_hash, unpack_raw
@@ -349,7 +349,7 @@ def test_sink_rejects_unknown_dataset_and_bucket(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------- fast path == reference path
 #
-# ``ingest_batch`` builds columns directly (blift.collect.dump_rows); ``ingest_batch_reference``
+# ``ingest_batch`` builds columns directly (blift.collect.reddit.dump_rows); ``ingest_batch_reference``
 # is the row-dict path through reddit_rows.item_row / comment_row and ids.pack_raw. Every result
 # field must match: table (raw bytes, author hashes, every column), bucket ranges, error rows,
 # dropped rows, counters, kept ids.
@@ -358,9 +358,9 @@ import glob as _glob  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from blift.collect import dumps as dumps_mod  # noqa: E402
-from blift.collect.dump_finalize import comment_depths_vectorized  # noqa: E402
-from blift.collect.dump_rows import _AUTHOR_KEY_RE, AuthorCache, _top_level_keys_only, pack_raw_inplace  # noqa: E402
+from blift.collect.reddit import dumps as dumps_mod  # noqa: E402
+from blift.collect.reddit.dump_finalize import comment_depths_vectorized  # noqa: E402
+from blift.collect.reddit.dump_rows import _AUTHOR_KEY_RE, AuthorCache, _top_level_keys_only, pack_raw_inplace  # noqa: E402
 from blift.ids import _AUTHOR_KEY_BYTES, _AUTHOR_KEYS, pack_raw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -763,8 +763,8 @@ def test_reopened_bucket_files_and_finishing_threads_give_the_same_bytes(tmp_pat
     subs, coms = generate(40, 400, seed=5)
     subs = list(subs)
     subs += subs[:5]  # repeated records: dedupe keeps the last of equal snapshots
-    monkeypatch.setattr("blift.collect.dumps._WRITE_WINDOW", 1)  # a sink write per batch and bucket
-    monkeypatch.setattr("blift.collect.dumps._READ_CHUNK", 4096)  # many batches
+    monkeypatch.setattr("blift.collect.reddit.dumps._WRITE_WINDOW", 1)  # a sink write per batch and bucket
+    monkeypatch.setattr("blift.collect.reddit.dumps._READ_CHUNK", 4096)  # many batches
     rs, rc = tmp_path / "RS.zst", tmp_path / "RC.zst"
     write_ndjson_zst(rs, subs)
     write_ndjson_zst(rc, coms)

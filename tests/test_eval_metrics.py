@@ -13,10 +13,10 @@ import pytest
 
 from blift.eval import metrics as M
 from blift.eval.parse import FIELDS, parse_behavior, parse_count, parse_ratio
-from blift.instruct.replay import most_replayed
-from blift.instruct.templates import load_template
-from blift.instruct.verbalize import format_count, format_ratio
-from blift.instruct.video_records import format_percent, format_replay
+from blift.stages.instruct.replay import most_replayed
+from blift.stages.instruct.templates import load_template
+from blift.stages.instruct.verbalize import format_count, format_ratio
+from blift.stages.instruct.video_records import format_percent, format_replay
 
 # ---------------------------------------------------------------------------------- parse
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from blift.errors import ConfigError
-from blift.stages.langid import UNDETERMINED, make_identifier
-from blift.stages.toxicity import DetoxifyScorer, ProfanityCheckScorer, make_scorer
+from blift.models.langid import UNDETERMINED, make_identifier
+from blift.models.toxicity import DetoxifyScorer, ProfanityCheckScorer, make_scorer
 
 SENTENCES = {
     "en": "I really love the colours in this photo, thanks a lot for sharing it with us.",

@@ -11,13 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from blift import schemas
-from blift.collect.reddit_client import RedditClientConfig, make_reddit
-from blift.collect.reddit_stages import (
-    RedditCollectConfig,
-    RedditCollectStage,
-    RedditListConfig,
-    RedditListStage,
-)
+from blift.collect.reddit.client import RedditClientConfig, make_reddit
+from blift.collect.reddit.collect import RedditCollectConfig, RedditCollectStage
+from blift.collect.reddit.list import RedditListConfig, RedditListStage
 from blift.errors import ConfigError, CredentialError, PermanentError, TransientError
 from blift.ids import unpack_raw
 from blift.replay.reddit_api import ReplayServer, write_post

@@ -20,7 +20,7 @@ import yaml
 
 from blift import schemas, tables
 from blift.ids import pack_raw, split_of
-from blift.instruct.stage import InstructStage
+from blift.stages.instruct.stage import InstructStage
 from blift.release.writer import ReleaseCheckError, ReleaseError, check_release, release
 from blift.stage import ShardInput
 

@@ -22,7 +22,8 @@ from blift.runner.run import RunOptions, run_pipeline
 from blift.stage import ShardInput
 from blift.stages.attributes import AttributesConfig, AttributesStage
 from blift.stages.scenes import ScenesConfig, ScenesStage
-from blift.stages.video_frames import FrameIndex, detection_size, letterbox, sample_times
+from blift.stages.scenes.detection import detection_size
+from blift.video import FrameIndex, letterbox, sample_times
 
 sys.path.insert(0, str(Path(__file__).parent))
 from video_factory import Segment, Video, make_video, require_tools  # noqa: E402
@@ -373,8 +374,8 @@ def test_grabbed_frames_equal_a_plain_sequential_decode(videos: dict[str, Video]
     """Seeking plus skipping non-reference packets must give the very pixels of a full decode."""
     import av
 
-    from blift.stages.scenes import detect_scenes
-    from blift.stages.video_frames import grab_frames
+    from blift.stages.scenes.stage import detect_scenes
+    from blift.video import grab_frames
 
     for name in ("cuts", "vfr"):
         path = videos[name].path

@@ -13,13 +13,13 @@ import yaml
 from blift import schemas, tables
 from blift.errors import ConfigError, ErrorClass
 from blift.ids import split_of
-from blift.instruct.replay import most_replayed, scene_replay
-from blift.instruct.stage import InstructStage
-from blift.instruct.templates import load_template
-from blift.instruct.token_budget import estimate_tokens
-from blift.instruct.validate import validate_record
-from blift.instruct.video_records import format_percent, format_replay
-from blift.instruct.video_verbalize import align_speech, format_clock, format_duration, pace_of
+from blift.stages.instruct.replay import most_replayed, scene_replay
+from blift.stages.instruct.stage import InstructStage
+from blift.stages.instruct.templates import load_template
+from blift.stages.instruct.token_budget import estimate_tokens
+from blift.stages.instruct.validate import validate_record
+from blift.stages.instruct.video_records import format_percent, format_replay
+from blift.stages.instruct.video_verbalize import align_speech, format_clock, format_duration, pace_of
 from blift.runner.run import RunOptions, run_pipeline
 from blift.stage import ShardInput
 

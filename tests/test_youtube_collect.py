@@ -25,17 +25,18 @@ import yaml
 from servers.video_host import VideoHost
 
 from blift import schemas, tables
-from blift.collect.download import DownloadStage
-from blift.collect.video_probe import VideoRejected, parse_probe, probe_video
-from blift.collect.youtube_client import (
+from blift.collect.media.download import DownloadStage
+from blift.collect.media.video_probe import VideoRejected, parse_probe, probe_video
+from blift.collect.youtube.client import (
     MESSAGE_RULES,
     YoutubeClientConfig,
     channel_videos_url,
     classify_ytdlp_error,
     video_ref,
 )
-from blift.collect.youtube_rows import json3_to_text, vtt_to_text
-from blift.collect.youtube_stages import YoutubeCollectStage, YoutubeListStage
+from blift.collect.youtube.rows import json3_to_text, vtt_to_text
+from blift.collect.youtube.collect import YoutubeCollectStage
+from blift.collect.youtube.list import YoutubeListStage
 from blift.errors import ConfigError, PermanentError, TransientError
 from blift.ids import short_id, unpack_raw
 

@@ -369,9 +369,11 @@ class _MediaPlacer:
         video = src if src.suffix.lower() in VIDEO_SUFFIXES and src.is_file() else self.video_file(rec["uid"])
         if video is None:
             raise _Skip(f"missing_media: {inner} is not in the release (no frames, no video file)")
+        from blift.video import VideoReadError, decode_frames, write_frames
+
         try:
             write_frames(self.out / dst, decode_frames(video, FRAMES_FPS, FRAME_SIDE), FRAME_SIDE)
-        except VideoDecodeError as exc:
+        except VideoReadError as exc:
             raise _Skip(f"bad_video: {video.name}: {exc}") from None
         self.report.decoded += 1
         return dst
@@ -397,14 +399,14 @@ class _MediaPlacer:
 
     def _frames_from_array(self, arr: np.ndarray, rel: PurePosixPath, name: str) -> None:
         """Write frames (N, 3, H, W) uint8, letterboxed to 224 when they have another size."""
+        from blift.video import letterbox, write_frames
+
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1] != 3 or arr.shape[0] < 1:
             raise _Skip(f"bad_media: {name}: frames must be uint8 (N, 3, H, W), got {arr.dtype} {tuple(arr.shape)}")
         if arr.shape[2:] == (FRAME_SIDE, FRAME_SIDE):
             write_frames(self.out / rel, iter(arr), FRAME_SIDE)
             return
         from PIL import Image
-
-        from blift.stages.video_frames import letterbox
 
         frames = (letterbox(Image.fromarray(np.ascontiguousarray(f.transpose(1, 2, 0))), FRAME_SIDE) for f in arr)
         write_frames(self.out / rel, frames, FRAME_SIDE)
@@ -415,98 +417,3 @@ class _Skip(Exception):
     """This record's media cannot be exported; the message is the reason the report shows."""
 
 
-# --------------------------------------------------------------------------- frames
-
-
-class VideoDecodeError(Exception):
-    """The video file cannot be decoded into frames."""
-
-
-def decode_frames(path: Path, fps: float, side: int) -> Iterator[np.ndarray]:
-    """Frames of ``path`` at ``fps`` (the frame on screen at 0, 1/fps, 2/fps ... s, up to the end
-    of the video), each letterboxed to uint8 (3, side, side). One forward decode, no seeking; a
-    frame shown at several sampling instants is converted once."""
-    import av
-
-    from blift.stages.video_frames import VideoReadError, frame_image, letterbox, open_container
-
-    try:
-        container, stream = open_container(path)
-    except VideoReadError as exc:
-        raise VideoDecodeError(str(exc)) from None
-    start = stream.start_time or 0
-    tb = stream.time_base
-    rate = stream.average_rate or stream.guessed_rate
-    nominal = 1.0 / float(rate) if rate else 1.0 / 25
-    step = 1.0 / fps
-    k = 0  # index of the next sampling instant
-    prev = None  # the last decoded frame and its letterboxed array (made when first needed)
-    prev_arr: np.ndarray | None = None
-    end = 0.0
-    count = 0
-
-    def shown(frame: av.VideoFrame) -> np.ndarray:
-        return letterbox(frame_image(frame, side * 2), side)
-
-    try:
-        try:
-            for frame in container.decode(stream):
-                t = float((frame.pts - start) * tb) if frame.pts is not None and tb else count * nominal
-                count += 1
-                while k * step < t - 1e-9:  # instants before this frame show the previous one
-                    if prev is None:  # (or this one, when the stream starts late)
-                        prev, prev_arr = frame, None
-                    if prev_arr is None:
-                        prev_arr = shown(prev)
-                    yield prev_arr
-                    k += 1
-                prev, prev_arr = frame, None
-                dur = float(frame.duration * tb) if frame.duration and tb else nominal
-                end = max(end, t + dur)
-        except av.error.FFmpegError as exc:
-            if prev is None:
-                raise VideoDecodeError(f"cannot decode: {exc}") from None
-            # a corrupt tail: keep what decoded
-        if prev is None:
-            raise VideoDecodeError("no decodable video frame")
-        while k == 0 or k * step < end - 1e-9:
-            if prev_arr is None:
-                prev_arr = shown(prev)
-            yield prev_arr
-            k += 1
-    finally:
-        container.close()
-
-
-def write_frames(path: Path, frames: Iterator[np.ndarray], side: int) -> int:
-    """Stream (3, side, side) uint8 frames into a ``.npy`` of shape (N, 3, side, side), atomically.
-
-    N is not known before decoding ends, so frames go to a raw temporary file first and the
-    ``.npy`` header is written in front of them at the end (one sequential copy).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw_fd, raw_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".raw", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(raw_fd, "wb") as raw:
-            for frame in frames:
-                if frame.shape != (3, side, side) or frame.dtype != np.uint8:
-                    raise ValueError(f"frame {n}: expected uint8 (3, {side}, {side}), got {frame.dtype} {frame.shape}")
-                raw.write(np.ascontiguousarray(frame).tobytes())
-                n += 1
-        if n == 0:
-            raise VideoDecodeError("no frames")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open(raw_name, "rb") as raw:
-                np.lib.format.write_array_header_1_0(
-                    out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                          "shape": (n, 3, side, side)})
-                shutil.copyfileobj(raw, out, 1 << 20)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        Path(raw_name).unlink(missing_ok=True)
-    return n

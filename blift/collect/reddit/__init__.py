@@ -1,0 +1,1 @@
+"""Reddit sources: ``reddit.list`` and ``reddit.collect`` through praw, ``reddit.dumps`` from Pushshift / Arctic-Shift files."""

@@ -1,0 +1,1 @@
+"""YouTube sources through yt-dlp: ``youtube.list`` and ``youtube.collect``."""

@@ -1,1 +1,0 @@
-"""Instruction records: verbalization and versioned templates."""

@@ -1,0 +1,379 @@
+"""The ``instruct`` stage: image posts and videos to instruction records (behavior + content control).
+
+One stage writes the one ``instructions`` table. Items are dispatched by ``media_kind``:
+``image`` / ``gallery`` take the image path described here; ``video`` takes the video path of
+:mod:`blift.stages.instruct.video_records` (scene-by-scene verbalization, replay targets, a token
+budget); any other kind is dropped (``not_image``: neither image nor video).
+
+Per eligible image item it writes up to two records, in the order of ``tasks``:
+
+* ``<uid>:behavior`` – human: image, subreddit, title, verbalized image, question; assistant:
+  upvotes, upvote ratio, comment count and the top-k top-level comments ranked by score.
+* ``<uid>:content`` – the control of the paper's ablation: same context, the assistant
+  describes the image; no behavior anywhere (``targets`` is null).
+
+Choices (the paper does not say):
+
+* **Paired records.** An item is eligible for *both* tasks or for none: it needs an ok image, an
+  attributes row for that image, a score, and at least ``min_comments`` usable comments. An item
+  with too few comments is dropped whole (reason ``few_comments``) rather than given a content
+  record alone, so the behavior and the content sets cover exactly the same images and the
+  ablation compares like with like. This holds even when ``tasks`` asks for one task only.
+* **Galleries.** The first ok image (lowest media ``index`` with status ok and an ``image/*``
+  MIME type) is the record's ``<image>``; it is the only entry of ``media``. The rest are not
+  used (counted as ``gallery_images_unused``).
+* **Comments.** Top-level (depth 0) comments only, since replies answer a comment, not the
+  post. Stickied or moderator/admin-distinguished ones are skipped (they are announcements,
+  not audience reaction). Ranked by score, highest first, ties by comment id; ``None`` scores
+  rank last. Text is whitespace-collapsed and cut at ``max_comment_chars`` at a word boundary
+  with ``…``; ``targets.comments`` holds exactly the texts shown in the answer.
+* **Caption.** Used only when the ``caption`` stage wrote a ``captions`` row for the image
+  (``scene`` null): its caption and keywords join the description. Without one there is no
+  caption text (``attributes.caption`` is used only if some older run filled it).
+
+Drop reasons (rows of ``dropped``, table ``items``): ``not_image``, ``other_platform`` (the
+templates for this media kind are for another platform), ``no_media``, ``no_attributes``,
+``no_score``, ``few_comments``; videos add theirs (see :mod:`blift.stages.instruct.video_records`). A
+record whose non-optional template value is missing (e.g. no title) becomes an ``invalid``
+error row. Secondary inputs that a pipeline does not produce (videos, scenes, transcripts,
+captions, frames) are read as empty tables by the runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from blift import schemas
+from blift.errors import ConfigError, ErrorClass, InvalidRecord
+from blift.ids import split_of
+from blift.stages.instruct.templates import MissingValue, Template, load_template, template_path
+from blift.stages.instruct.token_budget import make_counter, tokenizer_fingerprint
+from blift.stages.instruct.validate import check_record
+from blift.stages.instruct.verbalize import describe_image, format_count, format_ratio, shorten, tidy
+from blift.stages.instruct.video_records import VIDEO_BEHAVIOR_VALUES, VIDEO_CONTENT_VALUES, VideoRecords, VideoRows
+from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+
+#: Values each kind of record provides to its template. A content record gets no behavior, so
+#: a content template that asks for a score fails at setup, naming its file.
+CONTENT_VALUES = frozenset({"subreddit", "title", "image_description"})
+BEHAVIOR_VALUES = CONTENT_VALUES | {"score", "upvote_ratio", "num_comments", "comments", "num_listed"}
+IMAGE_KINDS = ("image", "gallery")
+_MOD_DISTINCTIONS = ("moderator", "admin", "special")
+_ITEM_COLUMNS = ("uid", "platform", "media_kind", "title", "community", "score", "upvote_ratio", "num_comments",
+                 "collected_at", "view_count", "like_count", "comment_count", "subscriber_count", "heatmap")
+_MEDIA_COLUMNS = ("uid", "index", "status", "reason", "path", "mime", "width", "height", "duration_s", "has_audio")
+_COMMENT_COLUMNS = ("uid", "comment_id", "depth", "text", "score", "like_count", "stickied", "distinguished")
+_VIDEO_COLUMNS = ("uid", "duration_s", "channel_name", "file_status", "file_reason", "file_error")
+_TRANSCRIPT_COLUMNS = ("uid", "media_index", "status", "segments")
+_CAPTION_COLUMNS = ("uid", "media_index", "scene", "caption", "keywords")
+_GONE = {"[deleted]", "[removed]"}
+
+
+class InstructConfig(StageConfig):
+    behavior_template: str = "reddit_image_behavior"
+    content_template: str = "reddit_image_content"
+    top_k_comments: int = Field(5, ge=1, description="comments listed in a behavior answer")
+    min_comments: int = Field(1, ge=1, description="usable top-level comments an item needs (both tasks)")
+    max_comment_chars: int = Field(500, ge=20, description="longer comments are cut at a word with …")
+    split_validation: float = Field(0.05, ge=0.0, le=1.0)
+    split_test: float = Field(0.05, ge=0.0, le=1.0)
+    tasks: list[Literal["behavior", "content"]] = Field(default_factory=lambda: ["behavior", "content"])
+    video_behavior_template: str = "youtube_video_behavior"
+    video_content_template: str = "youtube_video_content"
+    max_tokens: int = Field(1500, ge=64, description=(
+        "video records: token budget of each turn that holds the verbalization (a 2048 context minus "
+        "room for the answer); see blift.stages.instruct.token_budget for the truncation policy"))
+    tokenizer: str | None = Field(None, description=(
+        "count tokens with this local tokenizer (folder or cached name, loaded offline); "
+        "default: a documented LLaMA-like estimate"))
+    most_replayed_k: int = Field(3, ge=1, description="video records: how many most replayed scenes to name")
+    require_heatmap: bool = Field(False, description="video records: drop videos without a heatmap (no_heatmap)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("tasks must name behavior and/or content, each once")
+        return value
+
+    @model_validator(mode="after")
+    def _splits(self) -> "InstructConfig":
+        if self.split_validation + self.split_test >= 1.0:
+            raise ValueError("split_validation + split_test must leave room for train (< 1)")
+        return self
+
+
+def _subreddit(community: Any) -> str | None:
+    name = tidy(community)
+    for prefix in ("/r/", "r/"):
+        if name.lower().startswith(prefix):
+            name = name[len(prefix):]
+    return name or None
+
+
+def _score_key(comment: dict[str, Any], field: str = "score") -> tuple[int, int, str]:
+    score = comment.get(field)
+    return (score is None, -(score or 0), str(comment["comment_id"]))
+
+
+class InstructStage(Stage):
+    name = "instruct"
+    version = 2  # v2: video records; image captions from the captions table
+    inputs = {"items_clean": "items", "comments_clean": "comments", "media": "media", "attributes": "attributes",
+              "videos": "videos", "scenes": "scenes", "transcripts": "transcripts", "captions": "captions",
+              "frames": "frames"}
+    outputs = {"instructions": "instructions"}
+    resources = "cpu"
+    Config = InstructConfig
+
+    config: InstructConfig
+
+    @classmethod
+    def fingerprint(cls, config: StageConfig) -> dict[str, Any]:
+        """The templates' bytes (editing a template redoes the records it produced) and the
+        tokenizer that the video token budget counts with."""
+        refs = (config.behavior_template, config.content_template, config.video_behavior_template,
+                config.video_content_template)
+        out: dict[str, Any] = {ref: hashlib.sha256(template_path(ref)[0].read_bytes()).hexdigest()[:16] for ref in refs}
+        out["tokenizer"] = tokenizer_fingerprint(config.tokenizer)
+        return out
+
+    def _load(self, slots: tuple[tuple[str, str, str, frozenset[str]], ...], media_kind: str) -> dict[str, Template]:
+        """The templates of one media kind, checked against their slot, kind and values."""
+        loaded: dict[str, Template] = {}
+        for task, slot, ref, provided in slots:
+            if task not in self.config.tasks:
+                continue
+            template = load_template(ref)
+            if template.task != task:
+                raise ConfigError(f"{template.path}: is a {template.task!r} template, configured as {slot}")
+            if template.media_kind != media_kind:
+                raise ConfigError(f"{template.path}: media_kind {template.media_kind!r}, configured as {slot} "
+                                  f"(which needs a {media_kind} template)")
+            template.check_provides(provided)
+            loaded[task] = template
+        platforms = {t.platform for t in loaded.values()}
+        if len(platforms) != 1:
+            raise ConfigError(f"{media_kind} templates are for different platforms: {sorted(platforms)}")
+        return loaded
+
+    def setup(self) -> None:
+        """Load and cross-check the templates once per worker (a bad template fails here, early)."""
+        cfg = self.config
+        self.templates: dict[str, Template] = self._load((
+            ("behavior", "behavior_template", cfg.behavior_template, BEHAVIOR_VALUES),
+            ("content", "content_template", cfg.content_template, CONTENT_VALUES),
+        ), "image")
+        self.platform = next(iter(self.templates.values())).platform
+        self.video_templates: dict[str, Template] = self._load((
+            ("behavior", "video_behavior_template", cfg.video_behavior_template, VIDEO_BEHAVIOR_VALUES),
+            ("content", "video_content_template", cfg.video_content_template, VIDEO_CONTENT_VALUES),
+        ), "video")
+        self.counter = make_counter(cfg.tokenizer)
+        self.videos = VideoRecords(
+            self.video_templates, cfg.tasks, counter=self.counter, max_tokens=cfg.max_tokens,
+            most_replayed_k=cfg.most_replayed_k, top_k_comments=cfg.top_k_comments, min_comments=cfg.min_comments,
+            require_heatmap=cfg.require_heatmap, split_validation=cfg.split_validation, split_test=cfg.split_test,
+        )
+
+    def describe(self) -> str:
+        loaded = [*getattr(self, "templates", {}).values(), *getattr(self, "video_templates", {}).values()]
+        names = ", ".join(f"{t.name} v{t.version}" for t in loaded)
+        counter = getattr(self, "counter", None)
+        tokens = f"; video budget {self.config.max_tokens} tokens by {counter.name}" if counter else ""
+        return f"{self.name} ({names or 'templates not loaded'}{tokens})"
+
+    # ------------------------------------------------------------------ shard
+
+    def process(self, shard: ShardInput) -> StageResult:
+        if not hasattr(self, "templates"):
+            self.setup()
+        items = self._rows(shard, "items_clean", _ITEM_COLUMNS)
+        media = _by_uid(self._rows(shard, "media", _MEDIA_COLUMNS))
+        attributes = _by_uid(self._rows(shard, "attributes"))
+        comments = _by_uid(self._rows(shard, "comments_clean", _COMMENT_COLUMNS))
+        captions = _by_uid(self._rows(shard, "captions", _CAPTION_COLUMNS))
+        has_video = any(i.get("media_kind") == "video" for i in items)
+        # video-only inputs are only converted when the shard holds a video
+        videos = {v["uid"]: v for v in self._rows(shard, "videos", _VIDEO_COLUMNS)} if has_video else {}
+        scenes = _by_uid(self._rows(shard, "scenes")) if has_video else {}
+        transcripts = _by_uid(self._rows(shard, "transcripts", _TRANSCRIPT_COLUMNS)) if has_video else {}
+        frames = _by_uid(self._rows(shard, "frames")) if has_video else {}
+        rows: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        errors: list[RecordFailure] = []
+        counters: dict[str, int] = defaultdict(int)
+        for item in items:
+            uid = item["uid"]
+            kind = item.get("media_kind")
+            try:
+                if kind in IMAGE_KINDS:
+                    records, reason, detail = self._item(item, media.get(uid, []), attributes.get(uid, []),
+                                                         comments.get(uid, []), counters, captions.get(uid, []))
+                elif kind == "video":
+                    video_rows = VideoRows(
+                        media=media.get(uid, []), video=videos.get(uid), scenes=scenes.get(uid, []),
+                        transcripts=transcripts.get(uid, []), captions=captions.get(uid, []),
+                        attributes=attributes.get(uid, []), frames=frames.get(uid, []), comments=comments.get(uid, []),
+                    )
+                    records, reason, detail = self.videos.build(
+                        item, video_rows, lambda cs, field: self._top_comments(cs, counters, field), counters)
+                else:
+                    records, reason, detail = [], "not_image", f"media_kind {kind!r} (neither image nor video)"
+            except MissingValue as exc:
+                errors.append(RecordFailure(uid, ErrorClass.INVALID, "MissingValue", f"{uid}: {exc}"))
+                continue
+            except InvalidRecord as exc:
+                errors.append(RecordFailure(uid, ErrorClass.INVALID, exc.error_type, str(exc)))
+                continue
+            if reason:
+                dropped.append({"stage": self.name, "table": "items", "uid": uid, "record_id": uid,
+                                "reason": reason, "detail": detail})
+                continue
+            for rec in records:
+                check_record(rec)  # an invalid record here is a bug: stop loudly
+                counters[rec["task"]] += 1
+            rows.extend(records)
+        table = schemas.get("instructions").from_rows(rows, where=f"{self.name} shard {shard.shard_id}: ")
+        return StageResult(tables={"instructions": table}, records_in=len(items), dropped=dropped,
+                           errors=errors, counters=dict(counters))
+
+    @staticmethod
+    def _rows(shard: ShardInput, dataset: str, columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Rows of one input, only the columns used (``raw`` and unused timestamps cost time to convert)."""
+        table = shard.tables.get(dataset)
+        if table is None:
+            return []
+        if columns is not None:
+            table = table.select([c for c in columns if c in table.column_names])
+        return table.to_pylist()
+
+    # ------------------------------------------------------------------ one item
+
+    def _item(self, item: dict[str, Any], media: list[dict[str, Any]], attributes: list[dict[str, Any]],
+              comments: list[dict[str, Any]], counters: dict[str, int], captions: list[dict[str, Any]] = ()
+              ) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """(records, None, None) for an eligible image item, else ([], reason, detail)."""
+        uid = item["uid"]
+        if item.get("platform") != self.platform:
+            return [], "other_platform", f"platform {item.get('platform')!r}; image templates are for {self.platform!r}"
+        images = sorted(
+            (m for m in media if m.get("status") == "ok" and m.get("path")
+             and str(m.get("mime") or "").startswith("image/")),
+            key=lambda m: m["index"],
+        )
+        if not images:
+            statuses = ", ".join(sorted({f"{m.get('status')}:{m.get('reason') or m.get('mime')}" for m in media}))
+            return [], "no_media", f"no downloaded image ({statuses or 'no media rows'})"
+        image = images[0]
+        attrs = next((a for a in attributes if a.get("media_index") == image["index"] and a.get("scene") is None), None)
+        if attrs is None:
+            return [], "no_attributes", f"no attributes row for media index {image['index']}"
+        if item.get("score") is None:
+            return [], "no_score", "the item has no score"
+        top, usable = self._top_comments(comments, counters)
+        if usable < self.config.min_comments:
+            return [], "few_comments", f"{usable} usable top-level comment(s) < min_comments {self.config.min_comments}"
+        if len(images) > 1:
+            counters["gallery_images_unused"] += len(images) - 1
+
+        shown = {**attrs, "width": attrs.get("width") or image.get("width"),
+                 "height": attrs.get("height") or image.get("height")}
+        caption = next((c for c in captions if c.get("media_index") == image["index"] and c.get("scene") is None), None)
+        if caption is not None:
+            shown.update(caption=caption.get("caption"), keywords=caption.get("keywords"))
+            counters["image_captions_used"] += 1
+        description = describe_image(shown)
+        context: dict[str, Any] = {
+            "subreddit": _subreddit(item.get("community")),
+            "title": tidy(item.get("title")) or None,
+            "image_description": description or None,
+        }
+        base = {
+            "uid": uid,
+            "platform": item["platform"],
+            "media_kind": "image",
+            "media": [image["path"]],
+            "split": split_of(uid, self.config.split_validation, self.config.split_test),
+            "collected_at": item["collected_at"],
+        }
+        records = []
+        for task in self.config.tasks:
+            template = self.templates[task]
+            if task == "behavior":
+                values, targets = self._behavior_values(item, top, template)
+                values.update(context)
+            else:
+                values, targets = dict(context), None
+            records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
+                            "template_version": template.version, "conversations": template.render(values),
+                            "targets": targets, **base})
+        return records, None, None
+
+    def _top_comments(self, comments: list[dict[str, Any]], counters: dict[str, int], field: str = "score"
+                      ) -> tuple[list[tuple[dict[str, Any], str]], int]:
+        """Top-k usable top-level comments as (row, shown text), and how many usable ones were seen.
+
+        Ranked by ``field`` (``score`` on Reddit, ``like_count`` on YouTube), highest first.
+        Stickied / pinned and moderator comments are skipped. Comments are ranked first and tidied
+        lazily: the scan stops once both ``top_k_comments`` and ``min_comments`` are met, so the
+        count is exact whenever it is below ``min_comments``.
+        """
+        candidates = []
+        skipped = "comments_skipped_moderator" if field == "score" else "comments_skipped_pinned"
+        for c in comments:
+            if c.get("depth") != 0:
+                continue
+            if c.get("stickied") or (c.get("distinguished") or "") in _MOD_DISTINCTIONS:
+                counters[skipped] += 1
+                continue
+            candidates.append(c)
+        candidates.sort(key=lambda c: _score_key(c, field))
+        need = max(self.config.top_k_comments, self.config.min_comments)
+        top, usable = [], 0
+        for c in candidates:
+            text = tidy(c.get("text"))
+            if not text or text in _GONE:
+                continue
+            usable += 1
+            if len(top) < self.config.top_k_comments:
+                shown = shorten(text, self.config.max_comment_chars)
+                counters["comments_shortened"] += shown != text
+                top.append((c, shown))
+            if usable >= need:
+                break
+        return top, usable
+
+    def _behavior_values(self, item: dict[str, Any], top: list[tuple[dict[str, Any], str]], template: Template
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+        ratio = item.get("upvote_ratio")
+        values = {
+            "score": format_count(item["score"]),
+            "upvote_ratio": format_ratio(ratio) if ratio is not None else None,
+            "num_comments": format_count(item["num_comments"]) if item.get("num_comments") is not None else None,
+            "comments": "\n".join(template.render_comment(i, text, c.get("score"))
+                                  for i, (c, text) in enumerate(top, start=1)),
+            "num_listed": str(len(top)),
+        }
+        targets = {
+            "score": item["score"],
+            "upvote_ratio": ratio,
+            "num_comments": item.get("num_comments"),
+            "view_count": None,
+            "like_count": None,
+            "like_ratio": None,
+            "comments": [text for _, text in top],
+            "comment_scores": [c.get("score") for c, _ in top],
+        }
+        return values, targets
+
+
+def _by_uid(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        out[row["uid"]].append(row)
+    return out

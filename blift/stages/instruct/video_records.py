@@ -1,0 +1,250 @@
+"""Instruction records for YouTube videos: a behavior record and its content-only control.
+
+Per eligible video the instruct stage writes, in the order of ``tasks``:
+
+* ``<uid>:behavior`` – human: the video token, channel, title, the scene-by-scene
+  verbalization (:mod:`blift.stages.instruct.video_verbalize`) and the question; assistant: views,
+  likes, like ratio, comment count, the replay value of each scene, the most replayed scenes
+  and the top-k top-level comments ranked by likes.
+* ``<uid>:content`` – the control: same context, the assistant gives the verbalization; no
+  behavior anywhere (``targets`` is null).
+
+Choices (the paper does not say):
+
+* **Pairing.** As for images, a video is eligible for both tasks or for none, so behavior and
+  control cover the same videos. Drop reasons, checked in this order: ``other_platform``
+  (the video templates are for another platform), ``no_media`` (no downloaded video file),
+  ``no_scenes`` (the scenes stage found none / did not run), ``no_views`` (views missing or 0:
+  no like ratio), ``no_likes`` (likes hidden), ``no_heatmap`` (only with
+  ``require_heatmap``), ``few_comments``, ``over_budget`` (the verbalization cannot be made to
+  fit ``max_tokens``, see :mod:`blift.stages.instruct.token_budget`). Scenes not numbered 0..n-1 or
+  heatmap values outside 0..1 make the record ``invalid`` (an error row), as does a missing title.
+* **Media.** The first ok media row with a ``video/*`` MIME type (lowest ``index``). The record's
+  ``media`` is the frames ``.npy`` of that file when the scenes stage wrote one (what LLaMA-VID
+  reads), else the video file; ``<image>`` is the media token for both (LLaMA-VID uses it for
+  video too).
+* **Numbers.** Views, likes and comment count are exact integers. The like ratio is likes /
+  views as a percentage with one decimal, half up (``"2.0%"``, the paper's example format);
+  ``targets.like_ratio`` is the unrounded fraction. Replay values are the time-weighted mean of
+  the heatmap over each scene (:mod:`blift.stages.instruct.replay`), shown with two decimals
+  (``"0.06"``); scenes the heatmap does not cover are left out of the text and are ``null`` in
+  ``targets.scene_replay``. Without a heatmap both replay lines are left out and both replay
+  targets are null. ``targets.most_replayed_scenes`` holds 0-based scene numbers (as in the
+  ``scenes`` table), most replayed first; the text numbers scenes from 1, like the
+  verbalization.
+* **Comments.** Top-level comments ranked by ``like_count`` (ties by comment id); pinned ones are
+  skipped (usually the uploader's own). ``targets.comment_scores`` are their like counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from blift.errors import InvalidRecord
+from blift.ids import split_of
+from blift.stages.instruct.replay import most_replayed, scene_replay
+from blift.stages.instruct.templates import Template, placeholders_of
+from blift.stages.instruct.token_budget import Fitted, TokenCounter, fit
+from blift.stages.instruct.verbalize import format_count, tidy
+from blift.stages.instruct.video_verbalize import build_video_text, format_duration
+
+#: Values each kind of video record provides to its template.
+VIDEO_CONTENT_VALUES = frozenset({"channel", "title", "duration", "video_description"})
+VIDEO_BEHAVIOR_VALUES = VIDEO_CONTENT_VALUES | {
+    "views", "likes", "like_ratio", "num_comments", "subscribers", "scene_replay", "most_replayed", "comments",
+    "num_listed",
+}
+DESCRIPTION = "video_description"
+
+TopComments = Callable[[list[dict[str, Any]], str], tuple[list[tuple[dict[str, Any], str]], int]]
+
+
+@dataclass
+class VideoRows:
+    """Every input row about one video item."""
+
+    media: list[dict[str, Any]] = field(default_factory=list)
+    video: dict[str, Any] | None = None  # the `videos` row
+    scenes: list[dict[str, Any]] = field(default_factory=list)
+    transcripts: list[dict[str, Any]] = field(default_factory=list)
+    captions: list[dict[str, Any]] = field(default_factory=list)
+    attributes: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def format_percent(ratio: float) -> str:
+    """A fraction as a percentage with one decimal, half up: ``0.02`` -> ``"2.0%"``."""
+    return f"{math.floor(ratio * 1000 + 0.5) / 10:.1f}%"
+
+
+def format_replay(value: float) -> str:
+    """A 0..1 replay value with two decimals, half up: ``0.0625`` -> ``"0.06"``."""
+    return f"{math.floor(value * 100 + 0.5) / 100:.2f}"
+
+
+def _first_video(media: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [m for m in media if m.get("status") == "ok" and m.get("path") and str(m.get("mime") or "").startswith("video/")]
+    return min(ok, key=lambda m: m["index"]) if ok else None
+
+
+def _no_media_detail(media: list[dict[str, Any]], video: dict[str, Any] | None) -> str:
+    statuses = ", ".join(sorted({f"{m.get('status')}:{m.get('reason') or m.get('mime')}" for m in media}))
+    detail = f"no downloaded video ({statuses or 'no media rows'})"
+    if video is not None and video.get("file_status") != "ok":
+        detail += f"; collector file_status {video.get('file_status')}:{video.get('file_reason') or video.get('file_error')}"
+    return detail
+
+
+class VideoRecords:
+    """Builds the records of one video item; one instance per stage worker."""
+
+    def __init__(self, templates: dict[str, Template], tasks: list[str], *, counter: TokenCounter, max_tokens: int,
+                 most_replayed_k: int, top_k_comments: int, min_comments: int, require_heatmap: bool,
+                 split_validation: float, split_test: float) -> None:
+        self.templates = templates
+        self.tasks = tasks
+        self.counter = counter
+        self.max_tokens = max_tokens
+        self.most_replayed_k = most_replayed_k
+        self.top_k_comments = top_k_comments
+        self.min_comments = min_comments
+        self.require_heatmap = require_heatmap
+        self.splits = (split_validation, split_test)
+        self.platform = next(iter(templates.values())).platform
+        # which turns of each template hold the verbalization: those are what the budget measures
+        self._measured = {
+            task: [i for i, (_, text) in enumerate(t.turns) if DESCRIPTION in placeholders_of(text)] or [0]
+            for task, t in templates.items()
+        }
+
+    def build(self, item: dict[str, Any], rows: VideoRows, top_comments: TopComments, counters: dict[str, int]
+              ) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """(records, None, None) for an eligible video, else ([], reason, detail)."""
+        uid = item["uid"]
+        if item.get("platform") != self.platform:
+            return [], "other_platform", f"platform {item.get('platform')!r}; video templates are for {self.platform!r}"
+        media = _first_video(rows.media)
+        if media is None:
+            return [], "no_media", _no_media_detail(rows.media, rows.video)
+        index = media["index"]
+        scenes = sorted((s for s in rows.scenes if s.get("media_index") == index), key=lambda s: s["scene"])
+        if not scenes:
+            return [], "no_scenes", f"no scenes rows for media index {index}"
+        numbers = [s["scene"] for s in scenes]
+        if numbers != list(range(len(scenes))):
+            raise InvalidRecord(f"{uid}: scenes of media index {index} are numbered {numbers[:10]}, expected 0..n-1",
+                                error_type="BadScenes")
+        views, likes = item.get("view_count"), item.get("like_count")
+        if not views or views <= 0:
+            return [], "no_views", f"view_count {views!r}"
+        if likes is None or likes < 0:
+            return [], "no_likes", f"like_count {likes!r} (likes hidden or unknown)"
+        heatmap = item.get("heatmap") or []
+        bad = [h.get("value") for h in heatmap if h.get("value") is not None and not 0.0 <= h["value"] <= 1.0]
+        if bad:
+            raise InvalidRecord(f"{uid}: heatmap values outside 0..1: {bad[:3]}", error_type="BadHeatmap")
+        if self.require_heatmap and not heatmap:
+            return [], "no_heatmap", "the video has no most-replayed heatmap (require_heatmap is set)"
+        top, usable = top_comments(rows.comments, "like_count")
+        if usable < self.min_comments:
+            return [], "few_comments", f"{usable} usable top-level comment(s) < min_comments {self.min_comments}"
+
+        video = rows.video or {}
+        duration = media.get("duration_s") or video.get("duration_s")
+        transcript = next((t for t in rows.transcripts if t.get("media_index") == index), None)
+        text = build_video_text(
+            scenes=scenes, media=media, duration_s=duration, transcript=transcript,
+            captions=[c for c in rows.captions if c.get("media_index") == index],
+            attributes=[a for a in rows.attributes if a.get("media_index") == index],
+        )
+        spans = [(float(s["start_s"]), float(s["end_s"])) for s in scenes]
+        duration = duration or spans[-1][1]
+        context: dict[str, Any] = {
+            "channel": tidy(item.get("community") or video.get("channel_name")) or None,
+            "title": tidy(item.get("title")) or None,
+            "duration": format_duration(duration),
+        }
+        replay = scene_replay(heatmap, spans)
+        means = [r.mean for r in replay]
+        has_replay = any(m is not None for m in means)
+        if not heatmap:
+            counters["video_no_heatmap"] += 1
+        values, targets = self._behavior(item, top, means if has_replay else None, scenes)
+
+        fitted = self._fit(text, context, values)
+        for step in fitted.steps:
+            counters[f"budget_{step}"] += 1
+        if not fitted.fits:
+            return [], "over_budget", (f"verbalization still {fitted.tokens} tokens > max_tokens {self.max_tokens} "
+                                       f"after every truncation step ({self.counter.name})")
+        context[DESCRIPTION] = fitted.text
+
+        frames = sorted((f for f in rows.frames if f.get("media_index") == index),
+                        key=lambda f: (f.get("sampling") != "scenes", f.get("path") or ""))
+        counters["video_media_frames" if frames else "video_media_file"] += 1
+        counters["video_scene_captions"] += sum(1 for s in text.scenes if s.caption)
+        base = {
+            "uid": uid, "platform": item["platform"], "media_kind": "video",
+            "media": [frames[0]["path"] if frames else media["path"]],
+            "split": split_of(uid, *self.splits), "collected_at": item["collected_at"],
+        }
+        records = []
+        for task in self.tasks:
+            template = self.templates[task]
+            vals = {**context, **values} if task == "behavior" else dict(context)
+            records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
+                            "template_version": template.version, "conversations": template.render(vals),
+                            "targets": targets if task == "behavior" else None, **base})
+        return records, None, None
+
+    # ------------------------------------------------------------------ parts
+
+    def _behavior(self, item: dict[str, Any], top: list[tuple[dict[str, Any], str]], means: list[float | None] | None,
+                  scenes: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        views, likes = int(item["view_count"]), int(item["like_count"])
+        comment_count = item.get("comment_count")
+        if comment_count is None:
+            comment_count = item.get("num_comments")
+        ranked = most_replayed(means, self.most_replayed_k) if means is not None else None
+        template = self.templates.get("behavior")
+        comment_lines = [template.render_comment(i, text, c.get("like_count")) if template else text
+                         for i, (c, text) in enumerate(top, start=1)]
+        values = {
+            "views": format_count(views),
+            "likes": format_count(likes),
+            "like_ratio": format_percent(likes / views),
+            "num_comments": format_count(comment_count) if comment_count is not None else None,
+            "subscribers": format_count(item["subscriber_count"]) if item.get("subscriber_count") is not None else None,
+            "scene_replay": ", ".join(f"Scene {scenes[i]['scene'] + 1}: {format_replay(m)}"
+                                      for i, m in enumerate(means) if m is not None) if means is not None else None,
+            "most_replayed": ", ".join(str(scenes[i]["scene"] + 1) for i in ranked) if ranked else None,
+            "comments": "\n".join(comment_lines),
+            "num_listed": str(len(top)),
+        }
+        targets = {
+            "score": None, "upvote_ratio": None,
+            "num_comments": comment_count,
+            "view_count": views, "like_count": likes, "like_ratio": likes / views,
+            "comments": [text for _, text in top],
+            "comment_scores": [c.get("like_count") for c, _ in top],
+            "scene_replay": list(means) if means is not None else None,
+            "most_replayed_scenes": [int(scenes[i]["scene"]) for i in ranked] if ranked else None,
+        }
+        return values, targets
+
+    def _fit(self, text: Any, context: dict[str, Any], values: dict[str, Any]) -> Fitted:
+        """Shorten the verbalization until every turn that holds it fits ``max_tokens``."""
+
+        def measure(description: str) -> int:
+            worst = 0
+            for task, template in self.templates.items():
+                vals = {**context, **values, DESCRIPTION: description} if task == "behavior" else \
+                    {**context, DESCRIPTION: description}
+                turns = template.render(vals)
+                worst = max(worst, *(self.counter.count(turns[i]["value"]) for i in self._measured[task]))
+            return worst
+
+        return fit(text, measure, self.max_tokens)
