@@ -76,7 +76,7 @@ def run(
                                          help="watchdog: fail a record (and restart its worker) after this many seconds; 0: off"),
 ) -> None:
     """Run a pipeline; finished shards are skipped, so rerunning resumes."""
-    from blift.runner.run import RunOptions, run_pipeline
+    from blift.pipeline import RunOptions, release_folder, run_pipeline
     from blift.runner.stats import print_stats
 
     if executor not in (None, "local", "ray"):
@@ -95,15 +95,9 @@ def run(
         return
     print_stats(report.stats, _out_console())
     typer.echo(f"run folder: {report.run_dir}\nstats: {report.run_dir / 'stats.json'}")
-    from blift.config import load_pipeline
-    from blift.storage import is_remote
-
-    spec = load_pipeline(pipeline)
-    if spec.release and not no_release and not stage:
-        rel_out = Path(spec.release.out)
-        if not rel_out.is_absolute() and not is_remote(report.run_dir):
-            rel_out = report.run_dir / rel_out  # (a remote run's release is written locally, here)
-        rel = spec.release
+    rel = report.pipeline.release if report.pipeline else None
+    if rel and not no_release and not stage:  # what runs after the stages: the pipeline's release step
+        rel_out = release_folder(rel, report.run_dir)
         _do_release(report.run_dir, rel_out, rel.configs, rel.max_shard_bytes, check=True, images=rel.images,
                     videos=rel.videos, license=rel.license, pretty_name=rel.pretty_name,
                     takedown_contact=rel.takedown_contact)

@@ -18,29 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blift.errors import ConfigError
 from blift.ids import config_hash
 from blift.registry import load_stage
+from blift.replay.serve import ReplaySpec, placeholders
 from blift.stage import Stage
 
 
 class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stage: str = Field(description="registered stage name, e.g. reddit.collect")
+    stage: str = Field(description="registered stage name, e.g. clean")
     config: dict[str, Any] = Field(default_factory=dict, description="the stage's typed config")
     requests: list[dict[str, Any]] | None = Field(default=None, description="what a source stage collects")
     inputs: dict[str, str] = Field(default_factory=dict, description="rename input datasets: declared -> folder")
     outputs: dict[str, str] = Field(default_factory=dict, description="rename output datasets: declared -> folder")
     workers: int | None = Field(default=None, ge=1, description="worker processes for this stage")
     record_timeout_s: float | None = Field(default=None, gt=0, description="watchdog for record stages (default: the run's)")
-
-
-class ReplaySpec(BaseModel):
-    """Serve recorded platform data on loopback for the run (the bundled sample uses it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reddit: str | None = Field(default=None, description="folder of recorded Reddit posts and media")
-    youtube: str | None = Field(default=None, description="folder whose media/ is served at ${replay.youtube}/media/")
-    port: int = Field(default=0, ge=0, le=65535, description="fixed port keeps URLs (and so outputs) stable")
 
 
 class ReleaseSpec(BaseModel):
@@ -105,7 +96,7 @@ _VAR = re.compile(r"\$\{([a-z_.]+)\}")
 
 
 def substitute(obj: Any, variables: dict[str, str], where: str) -> Any:
-    """Replace ``${name}`` in config strings (e.g. ``${replay.reddit}`` for the replay server URL)."""
+    """Replace ``${name}`` in config strings (the replay servers' URLs, say)."""
     if isinstance(obj, str):
         def repl(m: re.Match[str]) -> str:
             if m.group(1) not in variables:
@@ -147,7 +138,7 @@ def load_pipeline(path: Path) -> Pipeline:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         # Variables are filled at run time; validate with placeholders so types still get checked.
-        validate_stage_config(cls, substitute(entry.config, _placeholders(pipeline), where), f"{where} config")
+        validate_stage_config(cls, substitute(entry.config, placeholders(pipeline.replay), where), f"{where} config")
         for side, declared in (("inputs", cls.inputs), ("outputs", cls.outputs)):
             bad = set(getattr(entry, side)) - set(declared)
             if bad:
@@ -158,38 +149,10 @@ def load_pipeline(path: Path) -> Pipeline:
             raise ConfigError(f"{where}: field 'requests': stage {entry.stage!r} takes no requests")
         if entry.requests:
             try:
-                cls.expand_requests(resolve_paths(entry.requests, path.parent))
+                cls.expand_requests(cls.resolve_requests(entry.requests, path.parent))
             except ConfigError as exc:
                 raise ConfigError(f"{where}: requests: {exc}") from None
     return pipeline
-
-
-def _placeholders(pipeline: Pipeline) -> dict[str, str]:
-    """Stand-in values of ``${replay.*}`` so configs validate before any server runs."""
-    spec = pipeline.replay
-    if not spec:
-        return {}
-    return {f"replay.{name}": "http://127.0.0.1:1" for name in ("reddit", "youtube") if getattr(spec, name)}
-
-
-def resolve_paths(specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
-    """Relative file paths in request specs (dump files: ``submissions``, ``comments``, ``paths``,
-    ``files``; YouTube: ``url_file``, ``info_json_dir``) are relative to the pipeline file."""
-
-    def absolute(p: Any) -> str:
-        return str(p) if Path(str(p)).is_absolute() else str((base / str(p)).resolve())
-
-    out = []
-    for spec in specs:
-        spec = dict(spec)
-        for key in ("submissions", "comments", "paths", "files"):
-            if key in spec and isinstance(spec[key], list):
-                spec[key] = [absolute(p) for p in spec[key]]
-        for key in ("url_file", "info_json_dir"):
-            if isinstance(spec.get(key), str):
-                spec[key] = absolute(spec[key])
-        out.append(spec)
-    return out
 
 
 def stage_config_hash(stage_cls: type[Stage], config: BaseModel) -> str:

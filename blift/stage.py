@@ -85,6 +85,12 @@ class Stage:
     outputs: ClassVar[dict[str, str]]  # dataset -> schema
     Config: ClassVar[type[StageConfig]] = StageConfig
     resources: ClassVar[str] = "cpu"  # cpu | io | gpu: how the executor schedules it
+    #: Source stages: request keys holding file paths (a string or a list of strings); a relative
+    #: one is relative to the pipeline file, see :meth:`resolve_requests`.
+    request_paths: ClassVar[tuple[str, ...]] = ()
+    #: Prefixes of environment variables this stage's workers need (credentials, say) that a
+    #: distributed executor must pass on; the core's own (BLIFT_, storage, model caches) always go.
+    forward_env: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: StageConfig, run_dir: RunPath) -> None:
         self.config = config
@@ -105,6 +111,30 @@ class Stage:
         """What else decides the output besides config and version (e.g. the content of template
         files); joins the config hash, so changing it redoes the shards."""
         return {}
+
+    @classmethod
+    def resolve_requests(cls, specs: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
+        """Source stages: the pipeline file's ``requests:`` entries with relative file paths made
+        absolute against ``base`` (the pipeline file's folder), before :meth:`expand_requests`.
+        The default resolves the keys named in :attr:`request_paths`; URLs are left as they are."""
+        if not cls.request_paths:
+            return specs
+
+        def absolute(value: Any) -> Any:
+            if not isinstance(value, str) or "://" in value or Path(value).is_absolute():
+                return value
+            return str((base / value).resolve())
+
+        out = []
+        for spec in specs:
+            spec = dict(spec)
+            for key in cls.request_paths:
+                if isinstance(spec.get(key), str):
+                    spec[key] = absolute(spec[key])
+                elif isinstance(spec.get(key), list):
+                    spec[key] = [absolute(v) for v in spec[key]]
+            out.append(spec)
+        return out
 
     @classmethod
     def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:

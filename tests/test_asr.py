@@ -34,7 +34,7 @@ from blift.models.transcriber import (
     resolve_openai_whisper_model,
 )
 from blift.registry import load_stage
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 from blift.stages.asr import AsrConfig, AsrStage
 
 pytestmark = pytest.mark.skipif(

@@ -23,7 +23,7 @@ from blift.models import devices
 from blift.models.captioner import Captioner, LlavaCaptioner, model_identity, resolve_model
 from blift.models.keywords import extract_keywords, tokens
 from blift.registry import load_stage
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 from blift.stage import ShardInput
 from blift.stages.caption import DEFAULT_PROMPT, SKIP_MESSAGE, CaptionConfig, CaptionStage, prompt_sha
 

@@ -827,7 +827,7 @@ def test_blift_run_ingests_dumps_and_a_rerun_skips_them(tmp_path: Path, dump_pai
     shards, stats and the stream manifest; a rerun with the same inputs does nothing."""
     import yaml
 
-    from blift.runner.run import RunOptions, run_pipeline
+    from blift.pipeline import RunOptions, run_pipeline
 
     rs, rc, expect = dump_pair
     pipe = tmp_path / "dumps.yaml"

@@ -35,7 +35,7 @@ from servers.media_server import MediaServer, Reply
 
 from blift import schemas, tables
 from blift.errors import BliftError
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from blift.errors import CredentialError
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
@@ -99,7 +99,7 @@ def test_gpu_required_on_a_cluster_without_gpus_fails_fast(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from blift.errors import BliftError
-        from blift.runner.run import RunOptions, run_pipeline
+        from blift.pipeline import RunOptions, run_pipeline
         try:
             run_pipeline(Path({str(pipe)!r}), RunOptions(out=Path({str(tmp_path / "run")!r}), workers=1,
                          progress=False, executor="ray"))

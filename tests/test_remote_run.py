@@ -32,7 +32,7 @@ from servers.s3_server import Bucket, s3, s3_endpoint  # noqa: F401 - fixtures
 
 from blift import tables
 from blift.errors import ConfigError
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 from blift.storage import local_dir, mirror, run_path
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -16,7 +16,7 @@ import yaml
 
 from blift import tables
 from blift.errors import ConfigError, CredentialError
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_stages import TOY_STAGES  # noqa: E402

@@ -18,7 +18,7 @@ from PIL import Image
 
 from blift import schemas, tables
 from blift.registry import load_stage
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 from blift.stage import ShardInput
 from blift.stages.attributes import AttributesConfig, AttributesStage
 from blift.stages.scenes import ScenesConfig, ScenesStage

@@ -20,7 +20,7 @@ from blift.stages.instruct.token_budget import estimate_tokens
 from blift.stages.instruct.validate import validate_record
 from blift.stages.instruct.video_records import format_percent, format_replay
 from blift.stages.instruct.video_verbalize import align_speech, format_clock, format_duration, pace_of
-from blift.runner.run import RunOptions, run_pipeline
+from blift.pipeline import RunOptions, run_pipeline
 from blift.stage import ShardInput
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

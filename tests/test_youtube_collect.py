@@ -536,7 +536,7 @@ def test_config_validation() -> None:
 
 
 def test_stages_through_the_runner_then_validate(host: VideoHost, clips, tmp_path: Path, monkeypatch) -> None:
-    from blift.runner.run import RunOptions, run_pipeline
+    from blift.pipeline import RunOptions, run_pipeline
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     saved = tmp_path / "saved"

@@ -85,7 +85,7 @@ class ProfanityCheckScorer:
         """The model's input matrix for ``texts``."""
         if self._vocab is None:
             return self._vectorizer.transform([t or "" for t in texts])
-        from blift.stages.clean.near_duplicates import count_matrix, l2_normalize
+        from blift.text_vectors import count_matrix, l2_normalize
 
         X, _ = count_matrix(texts, vocabulary=self._vocab)
         X.data *= self._idf[X.indices]

@@ -39,12 +39,12 @@ from blift.storage import RunPath, local_dir, run_path
 
 log = logging.getLogger("blift.runner")
 
-# Env vars the driver forwards to Ray workers: plugin stages (BLIFT_STAGES), their import path,
-# and the reproducibility clock; a `ray start` head does not inherit the driver's environment.
-# The driver's environment the workers need (stage registry, credentials, Hub settings): these
-# names, every name with one of these prefixes, and the names listed in BLIFT_RAY_ENV (commas).
+# The driver's environment Ray workers need (a `ray start` head does not inherit it): these names,
+# every name with one of the core's prefixes (stage registry and salt, object stores, model
+# caches) or one the run's stages declare (``Stage.forward_env``: credentials, say), and the
+# names listed in BLIFT_RAY_ENV (commas).
 FORWARDED_ENV = ("PYTHONPATH", "SOURCE_DATE_EPOCH")
-FORWARDED_PREFIXES = ("BLIFT_", "REDDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "AWS_", "FSSPEC_")
+FORWARDED_PREFIXES = ("BLIFT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "AWS_", "FSSPEC_")
 POLL_S = 2.0  # how often the driver wakes while waiting (to check the no-progress timeout)
 ACTOR_CPUS = 0.5
 CALLS_PER_ACTOR = 2  # one running, one queued: an actor never idles between shards
@@ -62,11 +62,12 @@ def _ray() -> Any:
     return ray
 
 
-def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
+def forwarded_env(environ: Mapping[str, str], stage_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
     """The variables a driver passes to its Ray workers (runtime_env), see FORWARDED_ENV."""
     extra = {name.strip() for name in environ.get("BLIFT_RAY_ENV", "").split(",") if name.strip()}
+    prefixes = FORWARDED_PREFIXES + tuple(stage_prefixes)
     return {k: v for k, v in environ.items()
-            if v and (k in FORWARDED_ENV or k in extra or k.startswith(FORWARDED_PREFIXES))}
+            if v and (k in FORWARDED_ENV or k in extra or k.startswith(prefixes))}
 
 
 def requires_gpu(spec: StageSpec) -> bool:
@@ -120,8 +121,9 @@ class _InFlight:
 
 class RayExecutor:
     def __init__(self, workers: int | None = None, *, max_attempts: int = 3, address: str | None = None,
-                 wait_timeout_s: float = 3600.0) -> None:
+                 wait_timeout_s: float = 3600.0, forward_env: tuple[str, ...] = ()) -> None:
         self.workers = workers
+        self.forward_env = forward_env
         self.max_attempts = max(1, max_attempts)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.wait_timeout_s = wait_timeout_s
@@ -132,7 +134,7 @@ class RayExecutor:
         ray = _ray()
         if ray.is_initialized():
             return ray
-        env = forwarded_env(os.environ)
+        env = forwarded_env(os.environ, self.forward_env)
         runtime_env = {"env_vars": env} if env else None
         common = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                       configure_logging=False)

@@ -1,4 +1,4 @@
-"""Run a pipeline (or one stage) over a run folder, resumably.
+"""Run a loaded pipeline's stages (or one stage) over a run folder, resumably.
 
 For each stage: list its input shards, skip those whose manifest matches (same stage version,
 config hash and input fingerprints), run the rest on the executor, then merge the manifests
@@ -7,16 +7,14 @@ into ``stats.json``. Nothing here knows what a stage does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from blift import storage, tables
-from blift.config import Pipeline, StageEntry, load_pipeline, resolve_paths, stage_config_hash, substitute, validate_stage_config
+from blift.config import Pipeline, StageEntry, stage_config_hash, substitute, validate_stage_config
 from blift.errors import ConfigError
 from blift.registry import load_stage
 from blift.runner import layout
@@ -45,6 +43,7 @@ class RunOptions:
     executor: str | None = None  # local | ray; None: the pipeline's choice, else local
     ray_address: str | None = None  # a Ray cluster to join (else RAY_ADDRESS, else a local Ray)
     ray_wait_timeout_s: float = 3600.0  # Ray: end the run when no shard finishes for this long
+    forward_env: tuple[str, ...] | None = None  # Ray: env prefixes the stages declare (None: the stage's own)
 
 
 @dataclass
@@ -62,49 +61,12 @@ class RunReport:
     stats: dict[str, Any]
     plans: list[StagePlan] = field(default_factory=list)
     failed: list[tuple[str, ShardFailure]] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def replay_servers(pipeline: Pipeline, base: Path) -> Iterator[dict[str, str]]:
-    """Start the loopback replay server a pipeline asks for; yield the ``${...}`` variables.
-
-    One server on one (fixed) port answers Reddit's API for ``replay.reddit`` and serves the
-    files of ``replay.youtube``/media at ``/youtube/media/`` (saved yt-dlp info dicts point there).
-    """
-    variables: dict[str, str] = {}
-    spec = pipeline.replay
-    if not spec or not (spec.reddit or spec.youtube):
-        yield variables
-        return
-    from blift.replay.reddit_api import ReplayServer
-
-    folders = {}
-    for name in ("reddit", "youtube"):
-        value = getattr(spec, name)
-        if value:
-            folders[name] = (base / value).resolve()
-            if not folders[name].is_dir():
-                raise ConfigError(f"replay.{name}: folder {folders[name]} does not exist")
-    static = {"youtube/media": folders["youtube"] / "media"} if "youtube" in folders else {}
-    with tempfile.TemporaryDirectory(prefix="blift-replay-") as empty:
-        reddit_root = folders.get("reddit")
-        if reddit_root is None:  # a YouTube-only replay: an empty Reddit store
-            reddit_root = Path(empty)
-            (reddit_root / "posts").mkdir()
-        server = ReplayServer(reddit_root, port=spec.port, static=static)
-        server.start()
-        try:
-            for name, folder in folders.items():
-                variables[f"replay.{name}"] = server.url if name == "reddit" else f"{server.url}/youtube"
-                log.info("replaying recorded %s data from %s at %s", name, folder, variables[f"replay.{name}"])
-            yield variables
-        finally:
-            server.stop()
+    pipeline: Pipeline | None = None  # the pipeline as read (set by blift.pipeline.run_pipeline)
 
 
 def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: RunPath, base: Path) -> list[str]:
     """One shard per request, named by the request's content hash (same request, same shard)."""
-    rows = stage_cls.expand_requests(resolve_paths(entry.requests or [], base))
+    rows = stage_cls.expand_requests(stage_cls.resolve_requests(entry.requests or [], base))
     folder = layout.requests_dir(run_dir, stage_cls.name)
     shards = []
     for row in rows:
@@ -192,8 +154,9 @@ def run_stage(entry: StageEntry, run_dir: RunPath, base: Path, variables: dict[s
     if (opts.executor or "local") == "ray":
         from blift.runner.ray_executor import RayExecutor
 
+        forward = stage_cls.forward_env if opts.forward_env is None else opts.forward_env
         RayExecutor(workers, max_attempts=opts.max_attempts, address=opts.ray_address,
-                    wait_timeout_s=opts.ray_wait_timeout_s).run(
+                    wait_timeout_s=opts.ray_wait_timeout_s, forward_env=forward).run(
             spec, plan.todo, done, failed, resources=stage_cls.resources)
     else:
         LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
@@ -254,36 +217,39 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     return plan, stats, []
 
 
-def run_pipeline(path: Path, opts: RunOptions, *, only: list[str] | None = None) -> RunReport:
-    pipeline = load_pipeline(path)
+def run_stages(pipeline: Pipeline, source: Path | str, base: Path, variables: dict[str, str], opts: RunOptions,
+               *, only: list[str] | None = None) -> RunReport:
+    """Run a loaded pipeline's stages in order (``only``: just these) and write ``stats.json``.
+
+    ``source`` names the pipeline in messages, ``base`` is the folder its relative paths start
+    from, ``variables`` fill ``${...}`` in stage configs (the caller owns whatever provides them).
+    """
     if opts.executor is None:  # the command line wins over the pipeline file
         opts = replace(opts, executor=pipeline.executor, ray_address=opts.ray_address or pipeline.ray_address)
-    base = path.resolve().parent
     run_dir = run_path(opts.out or pipeline.out or f"runs/{pipeline.name}")
     if storage.is_remote(run_dir):
         log.info("run folder %s (local working files in %s)", run_dir, storage.local_dir(run_dir))
     else:
         run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
+    entries = [(i, e) for i, e in enumerate(pipeline.stages) if not only or e.stage in only]
+    if opts.forward_env is None:  # what Ray workers need: every stage of this run declares its own
+        opts = replace(opts, forward_env=tuple(sorted({p for _, e in entries for p in load_stage(e.stage).forward_env})))
     reporter = make_reporter(opts.progress) if not opts.dry_run else Reporter()
     report = RunReport(run_dir=run_dir, stats={})
     stage_stats_all: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     try:
-        with replay_servers(pipeline, base) as variables:
-            for i, entry in enumerate(pipeline.stages):
-                if only and entry.stage not in only:
-                    continue
-                where = f"{path}: stages[{i}] ({entry.stage})"
-                plan, stats, failures = run_stage(entry, run_dir, base, variables, opts, reporter, where)
-                report.plans.append(plan)
-                report.failed += [(entry.stage, f) for f in failures]
-                if stats:
-                    stage_stats_all[entry.stage] = stats
+        for i, entry in entries:
+            where = f"{source}: stages[{i}] ({entry.stage})"
+            plan, stats, failures = run_stage(entry, run_dir, base, variables, opts, reporter, where)
+            report.plans.append(plan)
+            report.failed += [(entry.stage, f) for f in failures]
+            if stats:
+                stage_stats_all[entry.stage] = stats
     finally:
         reporter.close()
     if not opts.dry_run:
         report.stats = write_stats(run_dir, pipeline.name, stage_stats_all,
                                    {"wall_seconds": round(time.monotonic() - t0, 3), "failed_shards": len(report.failed)})
     return report
-

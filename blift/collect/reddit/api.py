@@ -125,6 +125,7 @@ class RedditStage(RecordStage):
     """Shared: one praw client per worker, built in setup()."""
 
     Config: ClassVar[type[RedditClientConfig]] = RedditClientConfig
+    forward_env: ClassVar[tuple[str, ...]] = ("REDDIT_",)  # credentials (see client.ENV_VARS)
 
     def setup(self) -> None:
         self.reddit = make_reddit(self.config)  # type: ignore[arg-type]

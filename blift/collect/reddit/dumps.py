@@ -898,6 +898,7 @@ class DumpIngestStage(StreamStage):
     inputs: ClassVar[dict[str, str]] = {"requests": "requests"}
     outputs: ClassVar[dict[str, str]] = {"items": "items", "comments": "comments"}
     resources: ClassVar[str] = "cpu"
+    request_paths: ClassVar[tuple[str, ...]] = ("submissions", "comments", "paths", "files")
     Config: ClassVar[type[StageConfig]] = DumpConfig
 
     config: DumpConfig

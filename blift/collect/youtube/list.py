@@ -155,6 +155,7 @@ class YoutubeListStage(RecordStage):
     name: ClassVar[str] = "youtube.list"
     inputs: ClassVar[dict[str, str]] = {"requests": "requests"}
     outputs: ClassVar[dict[str, str]] = {"video_refs": "item_refs"}
+    request_paths: ClassVar[tuple[str, ...]] = ("url_file", "info_json_dir")
     key_column: ClassVar[str] = "request_id"
     Config = YoutubeListConfig
 

@@ -8,11 +8,12 @@ drop. They run before any model so the models only see comments worth scoring. O
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from blift.text_vectors import StrColumn, as_string_array
 
 RULE_ORDER = ("empty", "deleted", "removed", "bot", "link_only", "too_long", "too_short")
 
@@ -55,24 +56,6 @@ class RuleResult:
 
     def kept(self) -> np.ndarray:
         return np.array([r is None for r in self.reasons], dtype=bool)
-
-
-StrColumn = pa.Array | pa.ChunkedArray | Sequence[str | None]
-
-
-def as_string_array(values: StrColumn) -> pa.Array:
-    """Any text column as one Arrow string array (lone surrogates, which UTF-8 cannot hold,
-    become U+FFFD)."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    if isinstance(values, pa.Array):
-        return values
-    values = list(values)
-    try:
-        return pa.array(values, type=pa.string())
-    except (UnicodeEncodeError, pa.ArrowInvalid):
-        return pa.array([v.encode("utf-8", "replace").decode() if isinstance(v, str) else v for v in values],
-                        type=pa.string())
 
 
 def _np(mask: pa.Array) -> np.ndarray:
