@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -127,9 +128,21 @@ def scrub_authors(obj: Any, salt: str | None = None) -> Any:
     return obj
 
 
+def uid_hash(uid: str) -> int:
+    """A 64-bit hash of an item uid, the same on every machine and run: it decides an item's split
+    and its dump bucket, so every table of one item lands in the same place."""
+    return int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big")
+
+
+def file_sha256(path: str | os.PathLike[str], *, digest: Callable[[], Any] = hashlib.sha256) -> str:
+    """Hex digest of a file's content, read in blocks (never whole in memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, digest).hexdigest()
+
+
 def split_of(uid: str, validation: float = 0.05, test: float = 0.05) -> str:
     """train / validation / test by a hash of the item uid: stable across runs and releases."""
-    h = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big") / 2**64
+    h = uid_hash(uid) / 2**64
     if h < test:
         return "test"
     if h < test + validation:

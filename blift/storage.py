@@ -31,6 +31,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Union
 
 from blift.errors import ConfigError
+from blift.ids import file_sha256
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -238,11 +239,7 @@ def fingerprint(path: RunPath) -> str | None:
     path = Path(path)
     if not path.exists():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
+    return file_sha256(path)[:32]
 
 
 def change_key(path: RunPath) -> tuple[int, Any]:

@@ -39,7 +39,13 @@ from typing import Any
 
 from blift.eval import metrics
 from blift.eval.parse import parse_behavior
-from blift.eval.scoring import ContinuationScore, generate, map_batches, score_continuations, tokenizer_of
+from blift.eval.scoring import (
+    ContinuationScore,
+    generate,
+    map_batches,
+    score_continuations,
+    tokenizer_of,
+)
 from blift.train.prompt import ASSISTANT, EOS, last_answer
 
 log = logging.getLogger("blift.eval.behavior")

@@ -57,8 +57,15 @@ import pyarrow.parquet as pq
 
 from blift import schemas, tables
 from blift.errors import BliftError
-from blift.export.validate import (DEFAULT_MAX_LENGTH, EXPORT_FILE, FRAME_SIDE, VIDEO_SUFFIXES, export_files,
-                                   load_tokenizer, validate_export)
+from blift.export.validate import (
+    DEFAULT_MAX_LENGTH,
+    EXPORT_FILE,
+    FRAME_SIDE,
+    VIDEO_SUFFIXES,
+    export_files,
+    load_tokenizer,
+    validate_export,
+)
 
 INSTRUCTIONS = "instructions"
 FRAMES_FPS = 1.0

@@ -57,7 +57,9 @@ class ProfanityCheckScorer:
 
     def __init__(self, fast_features: bool = True) -> None:
         import pyarrow as pa
-        from profanity_check import profanity_check as pc  # loads the joblib files (~1.5 s)
+        from profanity_check import (
+            profanity_check as pc,  # loads the joblib files (~1.5 s)
+        )
 
         self._vectorizer = pc.vectorizer
         self._model = pc.model

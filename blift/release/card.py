@@ -39,7 +39,12 @@ from blift import schemas, tables
 from blift.errors import BliftError
 from blift.release import plots
 from blift.release.features import HF_META, column_doc, release_column
-from blift.release.manifest import STATS_NAME, ReleaseConfig, ReleaseManifest, read_manifest
+from blift.release.manifest import (
+    STATS_NAME,
+    ReleaseConfig,
+    ReleaseManifest,
+    read_manifest,
+)
 
 CARD_NAME = "README.md"
 TEMPLATE_NAME = "dataset_card.md.j2"

@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from blift import schemas
-from blift.tables import META_RELEASE_COLUMNS  # comma-separated columns a release adds (read_shard skips them)
+from blift.tables import (
+    META_RELEASE_COLUMNS,  # comma-separated columns a release adds (read_shard skips them)
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets

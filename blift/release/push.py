@@ -17,7 +17,7 @@ local files and the Hub's listing at one commit, then carried out in commits:
    are not in the release (an older ``train-00002-of-00003`` after the split shrank to two shards)
    are deleted; otherwise ``data/<config>/<split>-*`` would read stale rows (taken-down ones too).
 4. **Retries.** A commit refused with 409 (concurrent commit), 412 (``parent_commit`` is stale: the
-   branch moved), 429 or 5xx, or cut by a network error, is retried with backoff (tenacity,
+   branch moved), 429 or 5xx, or cut by a network error, is retried with backoff (blift.retry,
    bounded): the Hub listing is read again, the batch is planned again against it and sent with the
    fresh head as ``parent_commit``. Every commit names its parent, so a concurrent writer can never
    be silently overwritten.
@@ -55,10 +55,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from blift.errors import BliftError, CredentialError
-from blift.release.manifest import ASSETS_DIR, MANIFEST_NAME, STATS_NAME, ReleaseManifest, SplitFiles, write_manifest
+from blift.errors import BliftError, CredentialError, causes
+from blift.ids import file_sha256
+from blift.release.manifest import (
+    ASSETS_DIR,
+    MANIFEST_NAME,
+    STATS_NAME,
+    ReleaseManifest,
+    SplitFiles,
+    write_manifest,
+)
+from blift.retry import RetriesExhausted, backoff_delay, call_with_retries
 
 FINAL_FILES = ("README.md", MANIFEST_NAME)  # committed last, together
 TOP_FILES = ("README.md", MANIFEST_NAME, "stats.json")
@@ -66,7 +74,6 @@ TOP_DIRS = ("media", "assets", "data")  # upload order of the folders: media bef
 PRUNED_DIRS = ("data", "media")
 SHARD_RE = re.compile(r"^data/(?P<config>[^/]+)/(?P<split>[^/]+?)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 RETRY_STATUS = frozenset({408, 409, 412, 429, 500, 502, 503, 504})
-_HASH_CHUNK = 8 * 2**20
 
 
 class PushError(BliftError):
@@ -130,19 +137,12 @@ class _Local:
 
     @cached_property
     def sha256(self) -> str:
-        h = hashlib.sha256()
-        with open(self.file, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.file)
 
     @cached_property
     def git_oid(self) -> str:
-        h = hashlib.sha1(b"blob %d\0" % self.size)
-        with open(self.file, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+        """The git blob id: SHA-1 of a ``blob <size>\\0`` header, then the content."""
+        return file_sha256(self.file, digest=lambda: hashlib.sha1(b"blob %d\0" % self.size))
 
 
 @dataclass(frozen=True)
@@ -226,15 +226,12 @@ def _retryable(exc: BaseException) -> bool:
     wraps LFS upload failures in RuntimeError)."""
     import httpx2
 
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 6:
+    for cur in causes(exc, limit=6):
         status = _status_of(cur)
         if status is not None:
             return status in RETRY_STATUS
         if isinstance(cur, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return True
-        cur, seen = cur.__cause__ or cur.__context__, seen + 1
     return False
 
 
@@ -303,7 +300,11 @@ class _Push:
 
     def final_batch(self) -> _Batch:
         """The last commit: card files, superseded or pruned deletions, append renumbering."""
-        from huggingface_hub import CommitOperationAdd, CommitOperationCopy, CommitOperationDelete
+        from huggingface_hub import (
+            CommitOperationAdd,
+            CommitOperationCopy,
+            CommitOperationDelete,
+        )
 
         b = _Batch(operations=[], adds=[])
         local_splits: dict[tuple[str, str], list[_Local]] = {}
@@ -466,21 +467,15 @@ class _Push:
                                                                    revision=self.revision))
 
     def _with_retry(self, fn: Callable[[], Any], before_retry: Callable[[], None] | None = None) -> Any:
-
-        def _count(state: Any) -> None:
+        def counted(attempt: int, exc: BaseException, delay: float) -> None:
             self.report.retries += 1
 
-        retrying = Retrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(self.retry.attempts),
-                            wait=wait_exponential_jitter(initial=self.retry.initial_s, max=self.retry.max_s),
-                            before_sleep=_count, reraise=True)
-        first = True
-        for attempt in retrying:
-            with attempt:
-                if not first and before_retry is not None:
-                    before_retry()
-                first = False
-                return fn()
-        return None  # pragma: no cover - reraise=True
+        try:
+            return call_with_retries(fn, attempts=self.retry.attempts, retry_on=_retryable, on_retry=counted,
+                                     wait=lambda n, _: backoff_delay(n, self.retry.initial_s, self.retry.max_s),
+                                     before_retry=before_retry)[0]
+        except RetriesExhausted as gave_up:
+            raise gave_up.last from gave_up.last.__cause__
 
     def _commit(self, build: Callable[[], _Batch], title: Callable[[_Batch], str], task: Any) -> _Batch | None:
         """Plan a batch against the Hub state, commit it on the current head; on a retryable refusal
@@ -648,7 +643,14 @@ def _push_error(exc: Exception, repo_id: str, report: PushReport) -> PushError:
 
 def _progress_bar() -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True))

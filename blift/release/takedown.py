@@ -308,7 +308,9 @@ def _plan(splits: list[_Split], wanted: TakedownList) -> _Plan:
 
 
 def _tidy(text: Any) -> str:
-    from blift.stages.instruct.verbalize import tidy  # how the instruct stage writes a comment into a record
+    from blift.stages.instruct.verbalize import (
+        tidy,  # how the instruct stage writes a comment into a record
+    )
 
     return tidy(text)
 

@@ -80,8 +80,6 @@ import pyarrow.parquet as pq
 import blift
 from blift import schemas, tables
 from blift.ids import now_utc, split_of
-from blift.stages.instruct.replay import scene_replay
-from blift.stages.instruct.video_verbalize import align_speech
 from blift.release import features as feats
 from blift.release.check import (  # re-exported: the writer is where callers look for them
     CheckResult,
@@ -98,6 +96,8 @@ from blift.release.manifest import (
     SplitFiles,
     write_manifest,
 )
+from blift.stages.instruct.replay import scene_replay
+from blift.stages.instruct.video_verbalize import align_speech
 
 __all__ = ["release", "write_split_shards", "check_release", "CheckResult", "ReleaseReport", "ReleaseError",
            "ReleaseCheckError", "DEFAULT_CONFIGS"]

@@ -4,6 +4,13 @@ They let the real client libraries (praw, requests...) run end to end without th
 the bundled sample pipeline, the contract tests and crash/resume tests all talk to them.
 """
 
-from blift.replay.reddit_api import Fault, LogEntry, RedditStore, ReplayServer, StoreError, write_post
+from blift.replay.reddit_api import (
+    Fault,
+    LogEntry,
+    RedditStore,
+    ReplayServer,
+    StoreError,
+    write_post,
+)
 
 __all__ = ["Fault", "LogEntry", "RedditStore", "ReplayServer", "StoreError", "write_post"]

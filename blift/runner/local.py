@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from blift.errors import BliftError
-from blift.runner.worker import ShardSummary, ShardTask, StageSpec, init_worker, run_task
+from blift.runner.worker import (
+    ShardSummary,
+    ShardTask,
+    StageSpec,
+    init_worker,
+    run_task,
+)
 
 log = logging.getLogger("blift.runner")
 

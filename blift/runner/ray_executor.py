@@ -27,14 +27,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Callable
 
 from blift.errors import BliftError, ConfigError
 from blift.runner.local import ShardFailure, retry_or_fail
-from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, run_shard
+from blift.runner.worker import (
+    ShardSummary,
+    ShardTask,
+    StageSpec,
+    build_stage,
+    run_shard,
+)
 from blift.storage import RunPath, local_dir, run_path
 
 log = logging.getLogger("blift.runner")
@@ -249,7 +255,12 @@ class RayExecutor:
                *, max_in_flight: int, on_dead: Callable[[Any], None] | None,
                finished: Callable[[Any], None] | None = None) -> None:
         """Submit, wait (always with a timeout), count attempts, retry or fail, as LocalExecutor."""
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import (
+            GetTimeoutError,
+            RayActorError,
+            RayTaskError,
+            WorkerCrashedError,
+        )
 
         pending = list(reversed(tasks))  # pop() from the end keeps submission order
         attempts: dict[str, int] = {t.shard: 0 for t in tasks}

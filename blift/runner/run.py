@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from blift import storage, tables
-from blift.config import Pipeline, StageEntry, stage_config_hash, substitute, validate_stage_config
+from blift.config import (
+    Pipeline,
+    StageEntry,
+    stage_config_hash,
+    substitute,
+    validate_stage_config,
+)
 from blift.errors import ConfigError
 from blift.registry import load_stage
 from blift.runner import layout
@@ -22,7 +28,13 @@ from blift.runner.local import LocalExecutor, ShardFailure
 from blift.runner.manifest import matches, read_manifest, read_manifests, write_manifest
 from blift.runner.progress import Reporter, make_reporter
 from blift.runner.stats import stage_stats, write_stats
-from blift.runner.worker import ShardSummary, ShardTask, StageSpec, build_stage, input_path
+from blift.runner.worker import (
+    ShardSummary,
+    ShardTask,
+    StageSpec,
+    build_stage,
+    input_path,
+)
 from blift.stage import Stage, StreamStage
 from blift.storage import RunPath, run_path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from blift.storage import Listing, RunPath, is_remote, relative
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +13,7 @@ from blift import __version__
 from blift.ids import now_utc
 from blift.runner import layout
 from blift.runner.manifest import read_manifests
+from blift.storage import Listing, RunPath, is_remote, relative
 from blift.tables import atomic_write_bytes
 
 

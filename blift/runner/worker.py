@@ -7,7 +7,6 @@ or nothing but temp files and a journal.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -17,18 +16,26 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from blift.storage import RunPath, run_path
 from typing import Any
 
 import pyarrow as pa
 
 from blift import schemas, tables
 from blift.errors import BliftError, ErrorClass, classify
+from blift.processes import die_with_parent
 from blift.registry import load_stage
 from blift.runner import layout
 from blift.runner.journal import Journal
 from blift.runner.manifest import write_manifest
-from blift.stage import RecordFailure, RecordOutput, RecordStage, ShardInput, Stage, StageResult
+from blift.stage import (
+    RecordFailure,
+    RecordOutput,
+    RecordStage,
+    ShardInput,
+    Stage,
+    StageResult,
+)
+from blift.storage import RunPath, run_path
 
 
 @dataclass(frozen=True)
@@ -69,24 +76,6 @@ _SPEC: StageSpec | None = None
 _INIT_ERROR: BaseException | None = None  # raised by every task: an initializer error would break the pool
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Workers die with their parent: the kernel's parent-death signal where available, and a
-    polling thread as a fallback (a stdlib pool's workers otherwise outlive a killed parent)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-    def poll() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            time.sleep(0.5)
-
-    threading.Thread(target=poll, daemon=True, name="blift-parent-watch").start()
-
-
 def build_stage(spec: StageSpec) -> Stage:
     cls = load_stage(spec.stage_name)
     return cls(cls.Config.model_validate(spec.config), run_path(spec.run_dir))
@@ -96,7 +85,7 @@ def init_worker(spec: StageSpec, parent_pid: int, threads: int | None = None) ->
     """Build and set up the stage once per worker. ``threads``: the worker's share of the cores,
     given to OpenMP-based libraries (torch, CTranslate2) unless the user set OMP_NUM_THREADS."""
     global _STAGE, _SPEC, _INIT_ERROR
-    _watch_parent(parent_pid)
+    die_with_parent(parent_pid)
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does

@@ -28,10 +28,17 @@ from pydantic import Field, field_validator
 
 from blift import schemas
 from blift.errors import BliftError, ErrorClass, PermanentError
-from blift.models.keywords import extract_keywords
-from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
-from blift.storage import RunPath
 from blift.images import open_image, to_rgb
+from blift.models.keywords import extract_keywords
+from blift.stage import (
+    RecordFailure,
+    ShardInput,
+    Stage,
+    StageConfig,
+    StageResult,
+    run_file,
+)
+from blift.storage import RunPath
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +110,9 @@ class CaptionStage(Stage):
                 self._announced = True
             return
         if self.captioner is None:
-            from blift.models.captioner import load_captioner  # torch/transformers only when used
+            from blift.models.captioner import (
+                load_captioner,  # torch/transformers only when used
+            )
 
             cfg = self.config
             self.captioner = load_captioner(cfg.model, device=cfg.device, dtype=cfg.dtype,

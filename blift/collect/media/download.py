@@ -23,8 +23,19 @@ from pydantic import Field, field_validator
 
 from blift import __version__
 from blift.collect.fields import relative_folder
-from blift.collect.media.http_fetch import AddressGuard, Fetcher, FetchPolicy, FetchRejected, HostRateLimiter
-from blift.collect.media.store import ImageRejected, MediaStore, probe_image, require_image_head
+from blift.collect.media.http_fetch import (
+    AddressGuard,
+    Fetcher,
+    FetchPolicy,
+    FetchRejected,
+    HostRateLimiter,
+)
+from blift.collect.media.store import (
+    ImageRejected,
+    MediaStore,
+    probe_image,
+    require_image_head,
+)
 from blift.collect.media.video_probe import VideoRejected, probe_video
 from blift.errors import InvalidRecord
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig

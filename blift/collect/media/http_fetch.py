@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
 import socket
 import threading
 import time
@@ -38,6 +37,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from blift.errors import TransientError
+from blift.retry import RetriesExhausted, backoff_delay, call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -277,12 +277,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter for retry number ``attempt`` (1-based): base*2^(n-1)*[0.5,1.5)."""
-    rng = rng or random
-    return min(cap_s, base_s * (2 ** (attempt - 1)) * (0.5 + rng.random()))
-
-
 # --------------------------------------------------------------------------- the fetcher
 
 
@@ -356,26 +350,25 @@ class Fetcher:
 
     def fetch(self, url: str, head_check: HeadCheck | None = None) -> Fetched:
         """GET ``url`` with retries. Raises FetchRejected (permanent) or TransientError."""
-        attempts = self.policy.retries + 1
-        last: _Retryable | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                fetched = self._attempt(url, head_check)
-                fetched.attempts = attempt
-                return fetched
-            except _Retryable as exc:
-                last = exc
-                if attempt == attempts:
-                    break
-                if exc.retry_after is not None:
-                    delay = min(exc.retry_after, self.policy.max_retry_after_s)
-                else:
-                    delay = backoff_delay(attempt, self.policy.backoff_s, self.policy.max_retry_after_s)
-                log.debug("retry %d/%d of %s in %.2fs: %s", attempt, self.policy.retries, url, delay, exc)
-                time.sleep(delay)
-        assert last is not None
-        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise TransientError(f"{url}: {last} (gave up after {tries})", error_type=last.kind)
+        def wait(attempt: int, exc: BaseException) -> float:
+            asked = exc.retry_after if isinstance(exc, _Retryable) else None
+            if asked is not None:
+                return min(asked, self.policy.max_retry_after_s)
+            return backoff_delay(attempt, self.policy.backoff_s, self.policy.max_retry_after_s)
+
+        def told(attempt: int, exc: BaseException, delay: float) -> None:
+            log.debug("retry %d/%d of %s in %.2fs: %s", attempt, self.policy.retries, url, delay, exc)
+
+        try:
+            fetched, attempt = call_with_retries(lambda: self._attempt(url, head_check), attempts=self.policy.retries + 1,
+                                                 retry_on=lambda e: isinstance(e, _Retryable), wait=wait, on_retry=told)
+        except RetriesExhausted as gave_up:
+            last = gave_up.last
+            assert isinstance(last, _Retryable)
+            tries = f"{gave_up.attempts} attempt{'s' if gave_up.attempts > 1 else ''}"
+            raise TransientError(f"{url}: {last} (gave up after {tries})", error_type=last.kind) from None
+        fetched.attempts = attempt
+        return fetched
 
     # one attempt: follow redirects by hand so every hop passes the guard and the limiter
     def _attempt(self, url: str, head_check: HeadCheck | None) -> Fetched:

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from blift.ids import file_sha256
 from blift.storage import RunPath, commit_file, run_path
 from blift.tables import atomic_write_bytes
 
@@ -248,19 +249,13 @@ class MediaStore:
         atomic_write_bytes(target, data)
         return StoredFile(sha, rel, created=True)
 
-    def put_file(self, src: Path, ext: str, chunk_size: int = 1 << 20) -> tuple[StoredFile, int]:
+    def put_file(self, src: Path, ext: str) -> tuple[StoredFile, int]:
         """Move a (large) file into the store: hash it in chunks, never holding it in memory, then
         commit it (a rename into the local run folder, an upload to an object store). Returns
         (stored, size). When the content is already stored, ``src`` is deleted and the existing
         file kept."""
         src = Path(src)
-        digest = hashlib.sha256()
-        size = 0
-        with open(src, "rb") as fh:
-            while chunk := fh.read(chunk_size):
-                digest.update(chunk)
-                size += len(chunk)
-        sha = digest.hexdigest()
+        sha, size = file_sha256(src), src.stat().st_size
         rel = self.relpath(sha, ext)
         target = self.run_dir / rel
         try:

@@ -14,8 +14,13 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import prawcore
 
-from blift.collect.reddit.client import RedditClientConfig, describe_endpoint, make_reddit
+from blift.collect.reddit.client import (
+    RedditClientConfig,
+    describe_endpoint,
+    make_reddit,
+)
 from blift.errors import CredentialError, InvalidRecord, PermanentError, TransientError
+from blift.retry import RetriesExhausted, backoff_delay, call_with_retries
 from blift.stage import RecordStage
 
 log = logging.getLogger(__name__)
@@ -103,23 +108,36 @@ def with_retries(fn: Callable[[], T], cfg: RedditClientConfig, what: str,
     """Run ``fn``; on a transient failure wait (Retry-After when given, else exponential
     backoff, capped by ``max_backoff_s``) and try again, ``cfg.retries`` times at most.
     Returns (result, attempts). Raises the classified blift error when it gives up."""
-    attempt = 0
-    while True:
-        attempt += 1
+
+    def classified() -> T:
         try:
-            return fn(), attempt
+            return fn()
         except Exception as exc:  # noqa: BLE001 - classified below; anything else re-raised as is
             err = classify_praw_error(exc, what)
             if err is None:
                 raise
-            if not isinstance(err, TransientError) or attempt > cfg.retries:
-                if isinstance(err, TransientError) and attempt > 1:
-                    err = TransientError(f"{err} (gave up after {attempt} attempts)", error_type=err.error_type)
-                raise err from exc
-            wait = cfg.backoff_s * (2 ** (attempt - 1))
-            asked = _retry_after(exc) if isinstance(exc, prawcore.TooManyRequests) else None
-            if asked is not None:
-                wait = max(wait, asked)
+            raise err from exc
+
+    def wait(attempt: int, err: BaseException) -> float:
+        delay = backoff_delay(attempt, cfg.backoff_s, float("inf"), jitter=False)
+        cause = err.__cause__
+        asked = _retry_after(cause) if isinstance(cause, prawcore.TooManyRequests) else None
+        return min(max(delay, asked or 0.0), cfg.max_backoff_s)
+
+    def told(attempt: int, err: BaseException, delay: float) -> None:
+        log.warning("%s; retrying in %.1f s (attempt %d of %d)", err, delay, attempt + 1, cfg.retries + 1)
+
+    try:
+        return call_with_retries(classified, attempts=cfg.retries + 1, retry_on=lambda e: isinstance(e, TransientError),
+                                 wait=wait, sleep=sleep, on_retry=told)
+    except RetriesExhausted as gave_up:
+        last = gave_up.last
+        if gave_up.attempts > 1:
+            assert isinstance(last, TransientError)
+            raise TransientError(f"{last} (gave up after {gave_up.attempts} attempts)",
+                                 error_type=last.error_type) from last.__cause__
+        raise last from last.__cause__
+
 
 class RedditStage(RecordStage):
     """Shared: one praw client per worker, built in setup()."""

@@ -30,7 +30,13 @@ import orjson
 import pyarrow as pa
 
 from blift.collect.reddit.rows import REDDIT, classify_media
-from blift.ids import _AUTHOR_KEYS, _DELETED_AUTHORS, author_hash, author_kind, scrub_authors
+from blift.ids import (
+    _AUTHOR_KEYS,
+    _DELETED_AUTHORS,
+    author_hash,
+    author_kind,
+    scrub_authors,
+)
 
 # The author keys pack_raw hashes, as a tuple: 11 dict lookups beat a set intersection over a
 # 60-key record.

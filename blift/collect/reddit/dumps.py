@@ -57,15 +57,12 @@ from __future__ import annotations
 import ctypes
 import gc
 import glob
-import hashlib
 import logging
 import multiprocessing
 import os
 import pickle
 import re
 import tempfile
-import threading
-import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -83,9 +80,14 @@ from pydantic import Field, field_validator
 from blift import schemas
 from blift.collect.reddit.dump_finalize import comment_depths_vectorized
 from blift.collect.reddit.dump_rows import AuthorCache, CommentColumns, ItemColumns
-from blift.collect.reddit.rows import classify_media, comment_row, item_row  # the one mapping
+from blift.collect.reddit.rows import (  # the one mapping
+    classify_media,
+    comment_row,
+    item_row,
+)
 from blift.errors import ConfigError, ErrorClass, InvalidRecord, SchemaError
-from blift.ids import author_salt, canonical_json, now_utc, short_id
+from blift.ids import author_salt, canonical_json, now_utc, short_id, uid_hash
+from blift.processes import die_with_parent
 from blift.stage import RecordFailure, ShardSink, StageConfig, StreamStage
 from blift.storage import local_dir
 
@@ -170,8 +172,8 @@ def _base36_id(data: dict[str, Any], what: str, fields: tuple[str, ...]) -> str:
 
 
 def bucket_of(uid: str, buckets: int) -> int:
-    """Stable bucket of a uid (first 8 bytes of its SHA-256): the same in every process and run."""
-    return int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big") % buckets
+    """The output shard of an item and its comments (the same hash as the item's split)."""
+    return uid_hash(uid) % buckets
 
 
 @dataclass(frozen=True)
@@ -730,14 +732,6 @@ _WORKER_FILTERS: _Filters | None = None
 _WORKER_KEPT: dict[str, np.ndarray] = {}
 
 
-def _watch_parent(parent: int) -> None:
-    """A worker whose parent died (kill -9) exits instead of lingering."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-
 def _use_jemalloc() -> None:
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
@@ -769,7 +763,7 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc malloc.h
 def _init_worker(filters: _Filters, parent: int) -> None:
     global _WORKER_FILTERS
     _WORKER_FILTERS = filters
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    die_with_parent(parent, poll_s=1.0)
     _use_jemalloc()
     _keep_freed_heap()
 

@@ -28,6 +28,7 @@ from blift.collect.youtube.client import (
     make_ydl,
     youtube_video_id,
 )
+from blift.collect.youtube.info_json import is_info_json_ref, load_info_json
 from blift.collect.youtube.rows import (
     YOUTUBE,
     Rules,
@@ -39,7 +40,6 @@ from blift.collect.youtube.rows import (
     subtitle_text,
     video_row,
 )
-from blift.collect.youtube.info_json import is_info_json_ref, load_info_json
 from blift.errors import InvalidRecord, PermanentError, TransientError, causes
 from blift.ids import now_utc, short_id, utc_from_epoch
 from blift.stage import RecordOutput, RecordStage, ShardInput

@@ -24,10 +24,10 @@ from blift.collect.youtube.client import (
     video_ref,
     youtube_video_id,
 )
+from blift.collect.youtube.info_json import INFO_JSON
 from blift.collect.youtube.rows import (
     YOUTUBE,
 )
-from blift.collect.youtube.info_json import INFO_JSON
 from blift.errors import ConfigError, InvalidRecord, PermanentError
 from blift.ids import canonical_json, short_id
 from blift.stage import RecordOutput, RecordStage, ShardInput

@@ -19,10 +19,16 @@ from PIL import Image
 from pydantic import Field
 
 from blift import schemas
-from blift.images import open_image, to_rgb
 from blift.errors import BliftError, ErrorClass, PermanentError
-from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult, run_file
-from blift.storage import RunPath
+from blift.images import open_image, to_rgb
+from blift.stage import (
+    RecordFailure,
+    ShardInput,
+    Stage,
+    StageConfig,
+    StageResult,
+    run_file,
+)
 from blift.stages.attributes.measures import (
     ANALYSIS_SIDE,
     COMPLEXITY_SIDE,
@@ -33,7 +39,13 @@ from blift.stages.attributes.measures import (
     tone,
 )
 from blift.stages.attributes.ocr import OcrEngine, OcrError
-from blift.stages.attributes.palette import NAMES, nearest_index, ranked_colors, split_regions
+from blift.stages.attributes.palette import (
+    NAMES,
+    nearest_index,
+    ranked_colors,
+    split_regions,
+)
+from blift.storage import RunPath
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from pydantic import Field
 
 from blift import schemas
 from blift.ids import unpack_raw
-from blift.stage import ShardInput, Stage, StageConfig, StageResult
-from blift.storage import RunPath
 from blift.models.langid import LanguageIdentifier, detect_all, make_identifier
+from blift.models.toxicity import ToxicityScorer, make_scorer, score_all
+from blift.stage import ShardInput, Stage, StageConfig, StageResult
 from blift.stages.clean.near_duplicates import find_duplicates, normalize_texts
 from blift.stages.clean.text_rules import DEFAULT_BOT_PHRASES, RuleConfig, apply_rules
-from blift.models.toxicity import ToxicityScorer, make_scorer, score_all
+from blift.storage import RunPath
 
 log = logging.getLogger(__name__)
 

@@ -50,12 +50,28 @@ from pydantic import Field, field_validator, model_validator
 from blift import schemas
 from blift.errors import ConfigError, ErrorClass, InvalidRecord
 from blift.ids import split_of
-from blift.stages.instruct.templates import MissingValue, Template, load_template, template_path
+from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stages.instruct.templates import (
+    MissingValue,
+    Template,
+    load_template,
+    template_path,
+)
 from blift.stages.instruct.token_budget import make_counter, tokenizer_fingerprint
 from blift.stages.instruct.validate import check_record
-from blift.stages.instruct.verbalize import describe_image, format_count, format_ratio, shorten, tidy
-from blift.stages.instruct.video_records import VIDEO_BEHAVIOR_VALUES, VIDEO_CONTENT_VALUES, VideoRecords, VideoRows
-from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stages.instruct.verbalize import (
+    describe_image,
+    format_count,
+    format_ratio,
+    shorten,
+    tidy,
+)
+from blift.stages.instruct.video_records import (
+    VIDEO_BEHAVIOR_VALUES,
+    VIDEO_CONTENT_VALUES,
+    VideoRecords,
+    VideoRows,
+)
 
 #: Values each kind of record provides to its template. A content record gets no behavior, so
 #: a content template that asks for a score fails at setup, naming its file.

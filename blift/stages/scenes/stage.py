@@ -33,8 +33,11 @@ from pydantic import Field, field_validator
 from scenedetect import AdaptiveDetector, ContentDetector, SceneDetector, SceneManager
 
 from blift.errors import PermanentError
+from blift.ids import file_sha256
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig, run_file
 from blift.stages.scenes.detection import DetectionStream
+from blift.storage import commit_file, scratch_file
+from blift.tables import atomic_write_bytes
 from blift.video import (
     FrameIndex,
     VideoReadError,
@@ -43,8 +46,6 @@ from blift.video import (
     letterbox,
     sample_times,
 )
-from blift.storage import commit_file, scratch_file
-from blift.tables import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +123,6 @@ def middle_frame(start: int, end: int) -> int:
 
 def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ScenesStage(RecordStage):
