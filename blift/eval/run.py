@@ -38,6 +38,7 @@ from blift.eval import content
 from blift.eval.config import CheckpointRef, EvalConfig
 from blift.eval.report import to_jsonable, write_results
 from blift.eval.tasks import TaskItem, load_task
+from blift.models import devices
 from blift.train.data import Example, open_examples
 
 log = logging.getLogger("blift.eval")
@@ -56,7 +57,7 @@ def _dtype(precision: str) -> Any:
 
 
 def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(devices.pick_device("auto"))
 
 
 def _slug(name: str) -> str:

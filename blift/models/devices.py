@@ -32,39 +32,48 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def cuda_available() -> bool:
-    """True when a CUDA device is visible to torch or, without torch, to CTranslate2."""
-    if torch_cuda_available():
-        return True
+def ctranslate2_cuda_devices() -> int:
+    """CUDA devices CTranslate2 sees (faster-whisper runs on it, not on torch); 0 without it."""
     try:
         import ctranslate2
     except ImportError:
-        return False
+        return 0
     try:
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU", not a crash
-        return False
+        return int(ctranslate2.get_cuda_device_count())
+    except Exception:  # noqa: BLE001 - a broken CUDA install or a CPU-only build means "no GPU", not a crash
+        return 0
 
 
-def pick_device(requested: str | None = "auto", *, where: str = "device") -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; an explicit device is checked, so asking
-    for a GPU on a machine without one is a configuration error instead of a slow CPU run."""
+def _cuda_devices(runtime: str) -> int:
+    if runtime == "ctranslate2":
+        return ctranslate2_cuda_devices()
+    if not torch_cuda_available():
+        return 0
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def pick_device(requested: str | None = "auto", *, where: str = "device", runtime: str = "torch") -> str:
+    """``auto`` -> ``cuda`` when ``runtime`` (torch, or ctranslate2 for faster-whisper) sees a GPU,
+    else ``cpu``; an explicit device is checked, so asking for a GPU on a machine without one is a
+    configuration error instead of a slow CPU run."""
     value = (requested or "auto").strip().lower()
     if value == "auto":
-        return "cuda" if torch_cuda_available() else "cpu"
+        return "cuda" if _cuda_devices(runtime) else "cpu"
     if value == "cpu":
         return "cpu"
     if value == "cuda" or value.startswith("cuda:"):
-        if not torch_cuda_available():
-            raise ConfigError(f"{where}: {requested!r} asked for, but torch sees no CUDA device; use 'auto' or 'cpu'")
-        import torch
-
+        count = _cuda_devices(runtime)
+        if not count:
+            name = "CTranslate2" if runtime == "ctranslate2" else "torch"
+            raise ConfigError(f"{where}: {requested!r} asked for, but {name} sees no CUDA device; use 'auto' or 'cpu'")
         if ":" in value:
             index = value.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise ConfigError(f"{where}: {requested!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            if not index.isdigit() or int(index) >= count:
+                raise ConfigError(f"{where}: {requested!r}: only {count} CUDA device(s) visible")
         return value
-    if value == "mps":
+    if value == "mps" and runtime == "torch":
         import torch
 
         if not torch.backends.mps.is_available():

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from blift.errors import ConfigError
+from blift.models import devices
 from blift.models.transcriber import (
     SAMPLE_RATE,
     Segment,
@@ -28,16 +29,6 @@ from blift.models.transcriber import (
 log = logging.getLogger(__name__)
 
 
-def cuda_available() -> bool:
-    """Whether CTranslate2 (not torch: faster-whisper does not use it) sees a CUDA device."""
-    import ctranslate2
-
-    try:
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # noqa: BLE001 - a CPU-only build may raise instead of answering 0
-        return False
-
-
 class FasterWhisperTranscriber(Transcriber):
     backend: ClassVar[str] = "faster-whisper"
 
@@ -45,20 +36,18 @@ class FasterWhisperTranscriber(Transcriber):
         super().__init__(options)
         from faster_whisper import WhisperModel
 
-        if options.device == "auto":
-            self.device = "cuda" if cuda_available() else "cpu"
-        elif options.device == "cuda" and not cuda_available():
-            raise ConfigError("asr: device 'cuda' was configured but CTranslate2 sees no CUDA device; "
-                              "use device: auto or cpu")
+        self.device = devices.pick_device(options.device, where="asr: device", runtime="ctranslate2")
+        device, _, index = self.device.partition(":")
         if options.compute_type == "auto":
-            self.compute_type = "float16" if self.device == "cuda" else "int8"
+            self.compute_type = "float16" if device == "cuda" else "int8"
         resolved = resolve_faster_whisper_model(options)
         self.model_source = resolved.source
         self.model_origin = resolved.origin
         try:
             self.model = WhisperModel(
                 resolved.source,
-                device=self.device,
+                device=device,
+                device_index=int(index or 0),
                 compute_type=self.compute_type,
                 cpu_threads=options.cpu_threads,
                 download_root=options.download_root,

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from blift.errors import ConfigError
+from blift.models import devices
 from blift.models.transcriber import (
     SAMPLE_RATE,
     Segment,
@@ -35,11 +36,8 @@ class OpenAIWhisperTranscriber(Transcriber):
         import torch
         import whisper
 
-        if options.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif options.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("asr: device 'cuda' was configured but torch sees no CUDA device; use device: auto or cpu")
-        self.fp16 = self.device == "cuda"  # half precision only on GPU (CPU would warn and fall back)
+        self.device = devices.pick_device(options.device, where="asr: device")
+        self.fp16 = self.device.startswith("cuda")  # half precision only on GPU (CPU would warn and fall back)
         self.compute_type = "float16" if self.fp16 else "float32"
         if options.cpu_threads > 0:
             torch.set_num_threads(options.cpu_threads)

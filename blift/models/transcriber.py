@@ -24,9 +24,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from blift.errors import ConfigError
 
@@ -85,20 +86,26 @@ class Transcript:
         return " ".join(s.text for s in self.segments if s.text)
 
 
-@dataclass(frozen=True)
-class TranscriberOptions:
-    """Backend-independent settings (the ``asr`` stage config minus its stage-only keys)."""
+class TranscriberOptions(BaseModel):
+    """Backend-independent settings. The ``asr`` stage's config is these plus its stage-only
+    keys, so a setting is declared (with its range and description) in one place."""
 
-    model: str = "large-v3"
-    device: str = "auto"  # auto | cpu | cuda
-    compute_type: str = "auto"  # faster-whisper: auto -> float16 on GPU, int8 on CPU
-    beam_size: int = 5
-    batch_size: int = 8  # faster-whisper: >1 batches the VAD's speech chunks (BatchedInferencePipeline)
-    vad: bool = True
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field("large-v3", min_length=1,
+                       description="model name (large-v3 is what the paper used) or a local path: a CTranslate2 "
+                                   "folder for faster-whisper, a .pt checkpoint for openai-whisper")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is visible, else cpu")
+    compute_type: str = Field("auto", min_length=1,
+                              description="faster-whisper precision; auto: float16 on GPU, int8 on CPU")
+    beam_size: int = Field(5, ge=1, le=20, description="beam width (1: greedy)")
+    batch_size: int = Field(8, ge=1, le=256, description="faster-whisper: speech chunks (cut by VAD) decoded at "
+                            "once; 1: the sequential decoder, which conditions each window on the previous text")
+    vad: bool = Field(True, description="skip non-speech with Silero VAD (faster-whisper only)")
     word_timestamps: bool = True
-    cpu_threads: int = 0  # 0: the library's default
-    download_root: str | None = None  # model cache folder; None: the library's default
-    allow_download: bool = True  # False (or HF_HUB_OFFLINE=1): never fetch a named model
+    cpu_threads: int = Field(0, ge=0, description="threads per worker on CPU; 0: the library default")
+    download_root: str | None = Field(None, description="model cache folder; null: the library default")
+    allow_download: bool = Field(True, description="fetch a named model missing from the cache (off when HF_HUB_OFFLINE=1)")
 
 
 class Transcriber(ABC):

@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
 
+from blift.replay.byte_range import byte_range
+
 BASE_URL_TOKEN = "{{BASE_URL}}"
 LISTINGS = ("top", "hot", "new", "controversial")
 TIME_FILTERS = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400, "all": None}
@@ -856,28 +858,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _static(self, folder: Path, name: str) -> tuple[int, bytes, str, dict[str, str]]:
         """A file of a static folder; honours a single ``Range: bytes=a-b`` like a CDN does."""
-        headers = {"Accept-Ranges": "bytes"}
         target = (folder / name).resolve() if name and "/" not in name and not name.startswith(".") else None
         if target is None or target.parent != folder or not target.is_file():
             return 404, self._json({"message": "Not Found", "error": 404}), JSON, {}
         data = target.read_bytes()
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        spec = (self.headers.get("Range") or "").strip()
-        if not spec.startswith("bytes=") or "," in spec:
-            return 200, data, ctype, headers
-        first, _, last = spec[len("bytes="):].partition("-")
-        try:
-            if first:
-                start, end = int(first), int(last) if last else len(data) - 1
-            else:  # suffix range: the last N bytes
-                start, end = max(0, len(data) - int(last)), len(data) - 1
-        except ValueError:
-            return 200, data, ctype, headers
-        if start >= len(data) or start > end:
-            return 416, b"", ctype, {**headers, "Content-Range": f"bytes */{len(data)}"}
-        end = min(end, len(data) - 1)
-        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        return 206, data[start:end + 1], ctype, headers
+        answer = byte_range(self.headers.get("Range"), len(data))
+        return answer.status, answer.slice(data), ctype, answer.headers()
 
     def _admin(self, method: str, sub: str, body: bytes) -> None:
         app = self.app

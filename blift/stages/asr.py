@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from blift.errors import PermanentError
 from blift.models.transcriber import (
@@ -37,39 +37,17 @@ log = logging.getLogger(__name__)
 _PACKAGES = {"faster-whisper": ("faster-whisper", "ctranslate2"), "openai-whisper": ("openai-whisper", "torch")}
 
 
-class AsrConfig(StageConfig):
-    """Settings of the asr stage (keys of the pipeline YAML)."""
+class AsrConfig(StageConfig, TranscriberOptions):
+    """Settings of the asr stage (keys of the pipeline YAML): the transcriber's options plus the
+    backend that runs them and the language to force."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
-    model: str = Field("large-v3", min_length=1,
-                       description="model name (large-v3 is what the paper used) or a local path: a CTranslate2 "
-                                   "folder for faster-whisper, a .pt checkpoint for openai-whisper")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is visible, else cpu")
-    compute_type: str = Field("auto", min_length=1,
-                              description="faster-whisper precision; auto: float16 on GPU, int8 on CPU")
     language: str | None = Field(None, description="language code to force (e.g. 'en'); null: detect per file")
-    beam_size: int = Field(5, ge=1, le=20, description="beam width (1: greedy)")
-    batch_size: int = Field(8, ge=1, le=256, description="faster-whisper: speech chunks (cut by VAD) decoded at "
-                            "once; 1: the sequential decoder, which conditions each window on the previous text")
-    vad: bool = Field(True, description="skip non-speech with Silero VAD (faster-whisper only)")
-    word_timestamps: bool = True
-    cpu_threads: int = Field(0, ge=0, description="threads per worker on CPU; 0: the library default")
-    download_root: str | None = Field(None, description="model cache folder; null: the library default")
-    allow_download: bool = Field(True, description="fetch a named model missing from the cache (off when HF_HUB_OFFLINE=1)")
 
     def options(self) -> TranscriberOptions:
-        return TranscriberOptions(
-            model=self.model,
-            device=self.device,
-            compute_type=self.compute_type,
-            beam_size=self.beam_size,
-            batch_size=self.batch_size,
-            vad=self.vad,
-            word_timestamps=self.word_timestamps,
-            cpu_threads=self.cpu_threads,
-            download_root=self.download_root,
-            allow_download=self.allow_download,
-        )
+        return TranscriberOptions(**self.model_dump(include=set(TranscriberOptions.model_fields)))
 
 
 def is_audio_visual(mime: str | None) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from blift.errors import ConfigError
+from blift.models import devices
 from blift.tables import atomic_write_bytes
 from blift.train.config import TrainConfig
 
@@ -382,14 +383,13 @@ def train(config: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] 
     """Fine-tune ``config.model`` on ``config.data``; see the module docstring.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress displays, tests)."""
-    import torch
     from transformers import PrinterCallback
 
     from blift.train.collator import VlmCollator
     from blift.train.models import load_model_and_processor
 
     started = time.monotonic()
-    cuda = torch.cuda.is_available()
+    cuda = devices.torch_cuda_available()
     deepspeed = check_deepspeed(config)
     precision = pick_precision(config, cuda)
     output_dir = Path(config.output_dir)

@@ -48,6 +48,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import yaml
 
+from blift.replay.byte_range import byte_range
+
 LFS_SIZE_THRESHOLD = 10 * 2**20
 _COMMIT_OID = re.compile(r"^[0-9a-f]{40}$")
 # what the Hub writes into a new dataset repo's .gitattributes (abridged to the patterns that matter here)
@@ -781,20 +783,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers.update({"X-Linked-Etag": etag, "X-Linked-Size": str(entry.size)})
         if self.headers.get("If-None-Match") == etag:
             return self._send(304, b"", headers=headers)
-        status, body = 200, content
-        rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes="):
-            first, _, last = rng[6:].split(",")[0].partition("-")
-            n = len(content)
-            if first == "":
-                start, end = max(0, n - int(last)), n - 1
-            else:
-                start, end = int(first), min(int(last), n - 1) if last else n - 1
-            if start >= n and n > 0:
-                return self._send(416, b"", headers={**headers, "Content-Range": f"bytes */{n}"})
-            status, body = 206, content[start:end + 1]
-            headers["Content-Range"] = f"bytes {start}-{end}/{n}"
-        return self._send(status, body, content_type="application/octet-stream", headers=headers)
+        answer = byte_range(self.headers.get("Range"), len(content))
+        return self._send(answer.status, answer.slice(content), content_type="application/octet-stream",
+                          headers={**headers, **answer.headers()})
 
     def _validate_yaml(self) -> int:
         payload = json.loads(self.body() or b"{}")

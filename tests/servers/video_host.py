@@ -8,13 +8,12 @@ tests can prove what was and was not fetched: a video dropped by a rule must nev
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+from blift.replay.byte_range import byte_range
 
 
 @dataclass
@@ -114,29 +113,17 @@ class VideoHost:
                     if not head:
                         self.wfile.write(body)
                     return
-                data, total = res.body, len(res.body)
-                start, end, partial = 0, total - 1, False
-                match = _RANGE.match(rng or "")
-                if match and total:
-                    first, last = match.groups()
-                    if first:
-                        start = int(first)
-                        end = min(int(last), total - 1) if last else total - 1
-                    elif last:  # suffix range: the last N bytes
-                        start = max(0, total - int(last))
-                    if start >= total:
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{total}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    partial = True
-                chunk = data[start : end + 1] if total else b""
-                self.send_response(206 if partial else 200)
-                self.send_header("Content-Type", res.content_type)
-                self.send_header("Accept-Ranges", "bytes")
-                if partial:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+                answer = byte_range(rng, len(res.body))
+                chunk = answer.slice(res.body)
+                self.send_response(answer.status)
+                if answer.status != 416:
+                    self.send_header("Content-Type", res.content_type)
+                for name, value in answer.headers().items():
+                    self.send_header(name, value)
+                if answer.status == 416:
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 for name, value in res.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(chunk)))

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from blift import schemas
 from blift.ids import unpack_raw
+from blift.models import devices
 from blift.models.langid import LanguageIdentifier, detect_all, make_identifier
 from blift.models.toxicity import ToxicityScorer, make_scorer, score_all
 from blift.stage import ShardInput, Stage, StageConfig, StageResult
@@ -91,11 +92,7 @@ class CleanStage(Stage):
         if cfg.languages:
             self.identifier = make_identifier(cfg.language_backend)
         if cfg.toxicity_backend == "detoxify":
-            device = cfg.device
-            if device == "auto":
-                import torch
-
-                device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = devices.pick_device(cfg.device, where="clean: device")
             self.scorer = make_scorer("detoxify", checkpoint=cfg.detoxify_checkpoint, device=device,
                                       config_dir=cfg.detoxify_config_dir)
         else:
