@@ -1,4 +1,4 @@
-"""The stage contract (DESIGN §3). Stages never import the runner; the runner imports stages.
+"""The stage contract (docs/architecture.md). Stages never import the runner; the runner imports stages.
 
 Three shapes, one per kind of work:
 

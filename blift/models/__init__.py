@@ -1,4 +1,4 @@
-"""Model backends behind small interfaces (DESIGN §3), so stages never import a model library.
+"""Model backends behind small interfaces (docs/architecture.md), so stages never import a model library.
 
 * ``transcriber``: the ``Transcriber`` interface (speech recognition), with its faster-whisper
   and openai-whisper backends in their own modules.

@@ -1,4 +1,4 @@
-"""Image captioning behind one small interface (DESIGN §3), with a transformers LLaVA backend.
+"""Image captioning behind one small interface, with a transformers LLaVA backend.
 
 :class:`Captioner` is what the ``caption`` stage talks to: ``caption(images, prompt)`` returns one
 text per image, in order, for a whole batch at once (on a GPU, batching is most of the speed).

@@ -1,4 +1,4 @@
-"""Language identification behind one small interface (DESIGN §3: ``LanguageIdentifier``).
+"""Language identification behind one small interface (``LanguageIdentifier``).
 
 Two backends:
 

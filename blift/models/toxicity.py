@@ -1,4 +1,4 @@
-"""Toxicity scoring behind one small interface (DESIGN §3: ``ToxicityScorer``).
+"""Toxicity scoring behind one small interface (``ToxicityScorer``).
 
 Two backends:
 

@@ -1,4 +1,4 @@
-"""The ``Transcriber`` interface (DESIGN §3): speech to timed segments, whatever library runs it.
+"""The ``Transcriber`` interface: speech to timed segments, whatever library runs it.
 
 The ``asr`` stage only knows this module. A backend (faster-whisper, openai-whisper) turns one
 audio file into a :class:`Transcript`; this module also holds what every backend shares:
