@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 
 def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int | None) -> dict:
@@ -129,19 +128,20 @@ def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
 
     import numpy as np
 
+    from blift.collect.reddit import dump_parse, dump_pool, dump_read
     from blift.collect.reddit import dumps as D
     from blift.ids import now_utc
     from blift.runner.bucket_sink import BucketSink
 
-    D._use_jemalloc()
-    f = D._Filters(stage=D.DumpIngestStage.name, buckets=buckets, subreddits=None, since=None, until=None,
+    dump_pool._use_jemalloc()
+    f = dump_parse._Filters(stage=D.DumpIngestStage.name, buckets=buckets, subreddits=None, since=None, until=None,
                    image_only=False, drop_rows=True, fallback_collected_at=now_utc())
     mlb = 64 << 20
     cost: dict[str, float] = {}
     files = {"submissions": rs, "comments": rc}
 
     t = _cpu()
-    blocks = {kind: list(D.read_blocks(path, 2000, mlb)) for kind, path in files.items()}
+    blocks = {kind: list(dump_read.read_blocks(path, 2000, mlb)) for kind, path in files.items()}
     cost["decompress + split (parent)"] = _cpu() - t
     n = sum(c for v in blocks.values() for _, c, _ in v)
     t = _cpu()
@@ -160,7 +160,7 @@ def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
             for i, (first, count, pieces) in enumerate(sent[kind]):
                 if i % every == 0:
                     t0 = _cpu()
-                    b = fn(kind, str(files[kind]), first, D.lines_of(pieces, mlb), f, kept, mlb)
+                    b = fn(kind, str(files[kind]), first, dump_read.lines_of(pieces, mlb), f, kept, mlb)
                     t1 = _cpu()
                     out[kind].append(pickle.dumps(b, protocol=5))  # as _worker_batch sends it
                     pickle_s += _cpu() - t1
@@ -171,10 +171,10 @@ def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
                     del b
         return out, lines, parse_s, pickle_s
 
-    D._keep_freed_heap()  # as in the workers
-    _, lines, parse_s, _ = parse(D.ingest_batch_reference, 5)  # every 5th batch: the reference path is slow
+    dump_pool._keep_freed_heap()  # as in the workers
+    _, lines, parse_s, _ = parse(dump_parse.ingest_batch_reference, 5)  # every 5th batch: the reference path is slow
     cost["parse + map, reference path (for comparison)"] = parse_s * n / lines
-    pickled, _, parse_s, pickle_s = parse(D.ingest_batch, 1)
+    pickled, _, parse_s, pickle_s = parse(dump_parse.ingest_batch, 1)
     cost["parse + map (workers)"] = parse_s
     t = _cpu()
     results = {kind: [pickle.loads(b) for b in v] for kind, v in pickled.items()}
@@ -199,7 +199,7 @@ def phases(rs: Path, rc: Path, buckets: int, tmp: Path) -> dict[str, float]:
 
 
 def dump_files(cache: Path, n_sub: int, n_com: int) -> tuple[Path, Path]:
-    from make_dump import make_dump
+    from blift.synthetic.reddit_dumps import make_dump
 
     folder = cache / f"dump-{n_sub}-{n_com}"
     rs, rc = folder / "RS_synthetic.zst", folder / "RC_synthetic.zst"

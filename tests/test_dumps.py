@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 from collections import Counter
 from datetime import datetime, timezone
@@ -15,15 +14,15 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from blift.collect.reddit.dumps import DumpConfig, DumpIngestStage, bucket_of, comment_depths
 from blift import schemas
+from blift.collect.reddit.dump_finalize import comment_depths
+from blift.collect.reddit.dump_parse import bucket_of
+from blift.collect.reddit.dumps import DumpConfig, DumpIngestStage
 from blift.errors import ConfigError, SchemaError
 from blift.ids import author_hash, unpack_raw
 from blift.runner.bucket_sink import BucketSink
+from blift.synthetic.reddit_dumps import comment, generate, submission, write_ndjson_zst
 from blift.tables import read_dataset, read_shard, shard_paths
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from make_dump import comment, generate, submission, write_ndjson_zst  # noqa: E402
 
 T0 = int(datetime(2023, 1, 10, tzinfo=timezone.utc).timestamp())
 CHAIN = 40  # replies nested 40 deep
@@ -358,9 +357,14 @@ import glob as _glob  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from blift.collect.reddit import dumps as dumps_mod  # noqa: E402
+from blift.collect.reddit import dump_finalize, dump_parse, dump_pool, dump_read  # noqa: E402
 from blift.collect.reddit.dump_finalize import comment_depths_vectorized  # noqa: E402
-from blift.collect.reddit.dump_rows import _AUTHOR_KEY_RE, AuthorCache, _top_level_keys_only, pack_raw_inplace  # noqa: E402
+from blift.collect.reddit.dump_rows import (  # noqa: E402
+    _AUTHOR_KEY_RE,
+    AuthorCache,
+    _top_level_keys_only,
+    pack_raw_inplace,
+)
 from blift.ids import _AUTHOR_KEY_BYTES, _AUTHOR_KEYS, pack_raw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +374,7 @@ def _filters(**kw: Any) -> Any:
     base = dict(stage="reddit.dumps", buckets=7, subreddits=None, since=None, until=None, image_only=False,
                 drop_rows=True, fallback_collected_at=datetime.fromtimestamp(T0 + 123, timezone.utc))
     base.update(kw)
-    return dumps_mod._Filters(**base)
+    return dump_parse._Filters(**base)
 
 
 def _line(rec: Any) -> bytes:
@@ -378,13 +382,13 @@ def _line(rec: Any) -> bytes:
 
 
 def assert_same_batches(kind: str, lines: list[bytes | None], f: Any, kept: np.ndarray | None,
-                        batch: int = 97) -> dumps_mod._Batch:
+                        batch: int = 97) -> dump_parse._Batch:
     """Run both paths over ``lines`` in batches; every result field must be equal. Returns the last."""
     out = None
     for start in range(0, len(lines), batch):
         part = lines[start:start + batch]
-        ref = dumps_mod.ingest_batch_reference(kind, "F", start + 1, part, f, kept, 1 << 20)
-        fast = dumps_mod.ingest_batch(kind, "F", start + 1, part, f, kept, 1 << 20)
+        ref = dump_parse.ingest_batch_reference(kind, "F", start + 1, part, f, kept, 1 << 20)
+        fast = dump_parse.ingest_batch(kind, "F", start + 1, part, f, kept, 1 << 20)
         assert (ref.table is None) == (fast.table is None)
         if ref.table is not None:
             assert fast.table.schema.equals(ref.table.schema, check_metadata=True)
@@ -402,7 +406,7 @@ def assert_same_batches(kind: str, lines: list[bytes | None], f: Any, kept: np.n
 
 
 def _kept(sub_lines: list[bytes | None], f: Any) -> np.ndarray:
-    b = dumps_mod.ingest_batch_reference("submissions", "F", 1, sub_lines, f, None, 1 << 20)
+    b = dump_parse.ingest_batch_reference("submissions", "F", 1, sub_lines, f, None, 1 << 20)
     return np.unique(b.kept_ids)
 
 
@@ -503,7 +507,7 @@ def test_unconvertible_batch_fails_like_the_reference(bad: dict[str, Any]) -> No
     """A value Arrow cannot take fails the batch the same way on both paths."""
     lines = [_line(_com(1, "f01", "aa1", None, T0)), _line(_com(2, "f02", "aa1", None, T0, **bad))]
     errors = []
-    for fn in (dumps_mod.ingest_batch_reference, dumps_mod.ingest_batch):
+    for fn in (dump_parse.ingest_batch_reference, dump_parse.ingest_batch):
         with pytest.raises(Exception) as info:
             fn("comments", "F", 1, lines, _filters(), None, 1 << 20)
         errors.append((type(info.value), str(info.value)))
@@ -568,14 +572,14 @@ def _read_batches(path: Path, batch_rows: int, max_line_bytes: int) -> Iterator[
     """
     with open(path, "rb") as raw:
         if path.suffix == ".zst":
-            stream: Any = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, read_size=dumps_mod._READ_CHUNK)
+            stream: Any = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, read_size=dump_read._READ_CHUNK)
         else:
             stream = raw
         line_no, batch, first = 0, [], 1
         tail = b""
         skipping = False  # inside an over-long line
         while True:
-            chunk = stream.read(dumps_mod._READ_CHUNK)
+            chunk = stream.read(dump_read._READ_CHUNK)
             if not chunk:
                 break
             parts = chunk.split(b"\n")
@@ -601,7 +605,7 @@ def _read_batches(path: Path, batch_rows: int, max_line_bytes: int) -> Iterator[
 
 
 def test_read_blocks_gives_read_batches_lines(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(dumps_mod, "_READ_CHUNK", 64)  # lines and over-long lines across chunk ends
+    monkeypatch.setattr(dump_read, "_READ_CHUNK", 64)  # lines and over-long lines across chunk ends
     rng = random.Random(3)
     lines = [b"x" * rng.choice([0, 1, 5, 30, 63, 64, 65, 100, 200, 500]) for _ in range(400)]
     lines[10] = b'{"a": 1}\r'
@@ -615,12 +619,12 @@ def test_read_blocks_gives_read_batches_lines(tmp_path: Path, monkeypatch) -> No
             for batch_rows, max_len in ((7, 120), (50, 64), (1000, 10_000)):
                 want = [(first, batch) for first, batch in _read_batches(path, batch_rows, max_len)]
                 flat_want = [ln for _, b in want for ln in b]
-                got = list(dumps_mod.read_blocks(path, batch_rows, max_len))
-                flat_got = [ln for _, _, p in got for ln in dumps_mod.lines_of(p, max_len)]
+                got = list(dump_read.read_blocks(path, batch_rows, max_len))
+                flat_got = [ln for _, _, p in got for ln in dump_read.lines_of(p, max_len)]
                 assert flat_got == flat_want
                 firsts, n = [], 1
                 for first, count, pieces in got:
-                    assert first == n and count == len(dumps_mod.lines_of(pieces, max_len))
+                    assert first == n and count == len(dump_read.lines_of(pieces, max_len))
                     firsts.append(first)
                     n += count
                 assert all(c >= batch_rows for _, c, _ in got[:-1])
@@ -655,13 +659,13 @@ def test_finalize_matches_the_reference_finalize(tmp_path: Path) -> None:
     coms += [dict(coms[5], score=12345, retrieved_on=coms[5]["retrieved_on"] + 10), dict(coms[9])]  # newer repeat, tie
     coms += [_com(900, "cy1", coms[0]["link_id"][3:], "cy2", T0), _com(901, "cy2", coms[0]["link_id"][3:], "cy1", T0)]
     f = _filters(buckets=1)
-    tables = [dumps_mod.ingest_batch("comments", "F", 1, [orjson.dumps(c) for c in coms], f, None, 1 << 20).table]
-    items = dumps_mod.ingest_batch("submissions", "F", 1, [orjson.dumps(s) for s in list(subs) * 2], f, None, 1 << 20).table
+    tables = [dump_parse.ingest_batch("comments", "F", 1, [orjson.dumps(c) for c in coms], f, None, 1 << 20).table]
+    items = dump_parse.ingest_batch("submissions", "F", 1, [orjson.dumps(s) for s in list(subs) * 2], f, None, 1 << 20).table
     stage = DumpIngestStage(DumpConfig(), tmp_path)
     for dataset, table in (("comments", pa.concat_tables(tables)), ("items", items)):
         got = stage.finalize_bucket(dataset, table)
         keys = ["uid", "comment_id"] if dataset == "comments" else ["uid"]
-        want = table.take(dumps_mod._newest_per_key(table, keys))
+        want = table.take(dump_finalize._newest_per_key(table, keys))
         if dataset == "comments":
             depth = comment_depths(want["uid"].to_pylist(), want["comment_id"].to_pylist(), want["parent_id"].to_pylist())
             want = want.set_column(want.schema.get_field_index("depth"), want.schema.field("depth"), pa.array(depth, pa.int32()))
@@ -698,7 +702,7 @@ def test_parse_workers_give_the_inline_results() -> None:
     body = b"\n".join(orjson.dumps(c) for c in coms)
     pieces_batches = [(1 + 100 * i, [b"\n".join(body.split(b"\n")[100 * i:100 * (i + 1)])]) for i in range(4)]
     kept = _kept([orjson.dumps(s) for s in subs], f)
-    parser = dumps_mod._Parser(2, f, 1 << 20)
+    parser = dump_pool._Parser(2, f, 1 << 20)
     try:
         for w in parser.starting:
             w.result(timeout=60)
@@ -709,7 +713,7 @@ def test_parse_workers_give_the_inline_results() -> None:
     finally:
         parser.close()
     assert not parser.starting  # every batch went through the workers
-    inline = [dumps_mod.ingest_batch("comments", "F", first, dumps_mod.lines_of(p, 1 << 20), f, kept, 1 << 20)
+    inline = [dump_parse.ingest_batch("comments", "F", first, dump_read.lines_of(p, 1 << 20), f, kept, 1 << 20)
               for first, p in pieces_batches]
     assert len(pooled) == len(inline) == 4
     for a, b in zip(pooled, inline):
@@ -727,7 +731,7 @@ def test_batches_in_flight_survive_a_corrupt_frame() -> None:
         yield 21, [b"\n".join(lines[20:])]
         raise zstandard.ZstdError("corrupt frame")
 
-    parser = dumps_mod._Parser(2, f, 1 << 20)
+    parser = dump_pool._Parser(2, f, 1 << 20)
     got = []
     try:
         for w in parser.starting:
@@ -764,7 +768,7 @@ def test_reopened_bucket_files_and_finishing_threads_give_the_same_bytes(tmp_pat
     subs = list(subs)
     subs += subs[:5]  # repeated records: dedupe keeps the last of equal snapshots
     monkeypatch.setattr("blift.collect.reddit.dumps._WRITE_WINDOW", 1)  # a sink write per batch and bucket
-    monkeypatch.setattr("blift.collect.reddit.dumps._READ_CHUNK", 4096)  # many batches
+    monkeypatch.setattr("blift.collect.reddit.dump_read._READ_CHUNK", 4096)  # many batches
     rs, rc = tmp_path / "RS.zst", tmp_path / "RC.zst"
     write_ndjson_zst(rs, subs)
     write_ndjson_zst(rc, coms)

@@ -126,7 +126,7 @@ def _epoch_us(value: Any) -> int | None | Any:
 
 
 def collected_us(data: dict[str, Any], fallback_us: int) -> int | Any:
-    """``collected_at`` in microseconds, as :func:`blift.collect.reddit.dumps._collected_at` picks it;
+    """``collected_at`` in microseconds, as :func:`blift.collect.reddit.dump_parse._collected_at` picks it;
     _MISSING when the chosen field is not a plain int epoch (the caller then takes the reference)."""
     meta = data.get("_meta")
     second = meta.get("retrieved_2nd_on") if meta.__class__ is dict else None

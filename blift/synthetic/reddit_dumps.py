@@ -4,7 +4,9 @@ The records carry the field sets and sizes of real 2022-2023 dump lines (about 1
 2-6 KB per submission with ``preview`` / ``media_metadata``), so parse and row-building costs
 measured on them are the costs of real dumps. Deterministic for a given seed.
 
-Usage as a script: ``python benchmarks/make_dump.py OUT_DIR --submissions 20000 --comments 200000``.
+Used by ``tests/test_dumps.py`` and ``benchmarks/bench_dumps.py``. As a command:
+``python -m blift.synthetic.reddit_dumps OUT_DIR --submissions 20000 --comments 200000`` writes
+``OUT_DIR/RS_synthetic.zst`` and ``OUT_DIR/RC_synthetic.zst``.
 """
 
 from __future__ import annotations
