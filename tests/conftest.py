@@ -1,4 +1,5 @@
-"""Test-wide settings: caches inside the work tree, offline Hub, a fixed author salt."""
+"""Test-wide settings: caches inside the work tree, offline Hub, a fixed author salt; and the
+fixture modules every test can use without importing them (``pytest_plugins``)."""
 
 from __future__ import annotations
 
@@ -15,3 +16,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("BLIFT_AUTHOR_SALT", "test-salt")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+# Fixtures shared between test modules live in these modules, never in a test module.
+pytest_plugins = ["toy_runs", "ray_cluster", "dump_files", "servers.s3_server"]

@@ -5,7 +5,7 @@ on a real GPU node. The head has its own --temp-dir (never the shared /tmp/ray),
 on both sides (Ray 2.60), and is stopped with SIGTERM (never `ray stop`: it kills every Ray
 process on the machine; SIGKILL leaves agents alive for minutes).
 
-Use: ``from ray_cluster import ray_head  # noqa: F401`` in a test module, then take ``ray_head``
+Registered for every test module by conftest.py (``pytest_plugins``): take ``ray_head``
 (the head's address) as an argument.
 """
 

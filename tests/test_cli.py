@@ -12,14 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from toy_runs import make_refs
+from toy_stages import TOY_STAGES
 from typer.testing import CliRunner
 
 from blift import tables
 from blift.cli import app
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_runner import make_refs  # noqa: E402
-from toy_stages import TOY_STAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 import yaml
+from model_releases import (
+    build_release,
+    image,
+    reddit_answer,
+    reddit_record,
+    write_tasks,
+)
+from tiny_llava import build_tiny, model_class
 
-from blift import schemas, tables
 from blift.errors import ConfigError
 from blift.eval import behavior as beh
 from blift.eval import content, run
@@ -30,7 +35,6 @@ from blift.eval.tasks import TaskItem
 from blift.train.collator import VlmCollator
 from blift.train.data import Example
 from blift.train.prompt import render, render_prompt
-from tests.tiny_llava import build_tiny, model_class
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -47,31 +51,6 @@ def load_tiny(folder: Path, kind: str, max_length: int = 1024) -> SimpleNamespac
 def tiny(tmp_path_factory) -> SimpleNamespace:
     """A tiny LLaVA-1.5 checkpoint loaded once: model, processor, collator."""
     return load_tiny(build_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", "llava", seed=0), "llava")
-
-
-def image(seed: int) -> PIL.Image.Image:
-    rng = np.random.default_rng(seed)
-    return PIL.Image.fromarray(rng.integers(0, 255, (20 + seed, 28, 3), dtype=np.uint8))
-
-
-def reddit_answer(score: int, ratio: int, n_comments: int, comments: list[str]) -> str:
-    """The gpt turn of reddit_image_behavior.yaml, filled."""
-    lines = "\n".join(f"{k}. {c}" for k, c in enumerate(comments, start=1))
-    return (f"Upvotes: {score}\nUpvote ratio: {ratio}%\nNumber of comments: {n_comments}\n"
-            f"Top comments, ranked by score:\n{lines}")
-
-
-def reddit_record(i: int, score: int, comments: list[str]) -> Example:
-    question = ("<image>\nThis image was posted on the subreddit r/pics with the title \"a dog in the park\".\n"
-                "Description of the image: a small dog running on green grass near a tree.\n"
-                "How did the audience of r/pics react to this post?")
-    targets = {"score": score, "upvote_ratio": 0.9, "num_comments": len(comments), "comments": comments,
-               "view_count": None, "like_count": None, "like_ratio": None, "scene_replay": None,
-               "most_replayed_scenes": None, "comment_scores": None}
-    convs = [{"from": "human", "value": question},
-             {"from": "gpt", "value": reddit_answer(score, 90, len(comments), comments)}]
-    return Example(id=f"reddit:r{i}:behavior", task="behavior", media_kind="image", conversations=convs,
-                   images=[image(i)], targets=targets, platform="reddit")
 
 
 def independent_logprobs(tiny: SimpleNamespace, ex: Example, answer: str) -> tuple[list[int], list[float], int]:
@@ -258,69 +237,6 @@ def test_behavior_metrics_on_fixed_answers():
 
 
 # ----------------------------------------------------------------------------------- the runner
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-TARGET_KEYS = ("score", "upvote_ratio", "num_comments", "view_count", "like_count", "like_ratio", "comments",
-               "comment_scores", "scene_replay", "most_replayed_scenes")
-
-
-def _row(rid: str, split: str, task: str, media_kind: str, media: str, convs: list[dict],
-         targets: dict | None, platform: str = "reddit") -> dict[str, Any]:
-    full = {k: (targets or {}).get(k) for k in TARGET_KEYS} if targets is not None else None
-    return {"id": rid, "uid": rid.rsplit(":", 1)[0], "platform": platform, "task": task,
-            "template": f"{platform}_{media_kind}_{task}", "template_version": 1, "media_kind": media_kind,
-            "media": [media], "conversations": convs, "targets": full, "split": split, "collected_at": T0}
-
-
-def build_release(root: Path) -> dict[str, int]:
-    """A release folder as ``blift release`` lays it out (instructions config, test and train
-    shards, media/), rows validated by the real instructions schema. Returns counts per kind."""
-    (root / "media").mkdir(parents=True)
-    test_rows, train_rows = [], []
-    for i in range(3):
-        ex = reddit_record(i, 3 + 25 * i, ["nice dog", "the dog is happy"][: 1 + i % 2])
-        ex.images[0].save(root / "media" / f"r{i}.png")
-        test_rows.append(_row(f"reddit:r{i}:behavior", "test", "behavior", "image", f"media/r{i}.png",
-                              ex.conversations, ex.targets))
-        test_rows.append(_row(f"reddit:r{i}:content", "test", "content", "image", f"media/r{i}.png",
-                              [ex.conversations[0], {"from": "gpt", "value": "a dog on green grass"}], None))
-    frames = np.random.default_rng(7).integers(0, 255, (5, 3, 24, 24), dtype=np.uint8)
-    np.save(root / "media" / "v0.npy", frames)
-    video_answer = ("Views: 5000\nLikes: 100\nLike ratio: 2.0%\nNumber of comments: 3\n"
-                    "Replay value per scene: Scene 1: 0.10, Scene 2: 0.50\n"
-                    "Most replayed scenes, most replayed first: 2, 1\nTop comments, ranked by likes:\n1. so bright")
-    video_targets = {"view_count": 5000, "like_count": 100, "like_ratio": 0.02, "num_comments": 3,
-                     "scene_replay": [0.1, 0.5], "most_replayed_scenes": [1, 0], "comments": ["so bright"]}
-    test_rows.append(_row("youtube:v0:behavior", "test", "behavior", "video", "media/v0.npy",
-                          [{"from": "human", "value": "<image>\nHow did viewers react to this video?"},
-                           {"from": "gpt", "value": video_answer}], video_targets, platform="youtube"))
-    train = reddit_record(9, 1, ["meh"])
-    train.images[0].save(root / "media" / "r9.png")
-    train_rows.append(_row("reddit:r9:behavior", "train", "behavior", "image", "media/r9.png",
-                           train.conversations, train.targets))
-    for split, rows in (("test", test_rows), ("train", train_rows)):
-        tables.write_shard(root / "data" / "instructions" / f"{split}-00000-of-00001.parquet",
-                           schemas.get("instructions").from_rows(rows), "instructions")
-    (root / "release.json").write_text("{}")
-    return {"behavior_test": 4, "content_test": 3}
-
-
-def write_tasks(folder: Path) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        image(20 + i).save(folder / f"q{i}.png")
-    mc = folder / "emotion.jsonl"
-    mc.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "e0", "image": "q0.png", "question": "Which emotion does the picture show?",
-         "options": ["happy", "dark", "quiet"], "answer": "happy"},
-        {"id": "e1", "image": "q1.png", "question": "Which emotion does the picture show?",
-         "options": ["happy", "dark", "quiet"], "answer": 2},
-    ]) + "\n")
-    ft = folder / "caption.jsonl"
-    ft.write_text(json.dumps({"id": "c0", "image": "q0.png", "question": "What is in the picture?",
-                              "references": ["a dog", "a small dog"]}) + "\n")
-    return mc, ft
-
-
 def test_evaluate_compares_two_checkpoints(tmp_path):
     base = build_tiny(tmp_path / "ckpt" / "base", "llava", seed=0)
     other = build_tiny(tmp_path / "ckpt" / "other", "llava", seed=1)

@@ -17,31 +17,26 @@ The Ray runs use the session's Ray head on loopback (tests/ray_cluster.py: 4 CPU
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 import yaml
 from servers.media_server import MediaServer, Reply
+from toy_runs import SHARDS, calls, digests, kill_9_mid_run, prepare, run
 
 from blift import schemas, tables
 from blift.errors import BliftError
 from blift.pipeline import RunOptions, run_pipeline
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
-
-SHARDS = {f"part-{k}": [f"a{k}{i}" for i in range(5)] + [f"bad{k}"] for k in range(4)}
+pytestmark = pytest.mark.usefixtures("toy_env")
 
 
 @pytest.fixture(params=["local", "ray"])
@@ -52,50 +47,9 @@ def executor(request) -> tuple[str, str | None]:
     return "local", None
 
 
-def write_pipeline(path: Path, markers: Path) -> Path:
-    path.write_text(yaml.safe_dump({"name": "toy", "stages": [
-        {"stage": "toy.fetch", "config": {"marker_dir": str(markers)}},
-        {"stage": "toy.filter", "config": {"marker_dir": str(markers)}},
-        {"stage": "toy.model", "config": {"marker_dir": str(markers)}, "inputs": {"items": "items_clean"}},
-    ]}))
-    return path
-
-
-def digests(run_dir: Path) -> dict[str, str]:
-    """Every data file of a run by relative path (manifests hold timings, so they are left out)."""
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*.parquet")) if ".blift" not in p.parts}
-
-
 def setups(markers: Path) -> list[int]:
     """The process id of every model setup() call."""
     return [int(p.name.split("-")[1]) for p in markers.glob("setup-*")]
-
-
-def prepare(tmp_path: Path, name: str, shards: dict[str, list[str]] = SHARDS,
-            markers: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
-    run_dir, marker_dir = tmp_path / name, tmp_path / f"{name}-m"
-    marker_dir.mkdir()
-    make_refs(run_dir, shards)
-    for marker in markers:
-        (marker_dir / marker).touch()
-    return run_dir, marker_dir, write_pipeline(tmp_path / f"{name}.yaml", marker_dir)
-
-
-def run(tmp_path: Path, name: str, executor: tuple[str, str | None], *, workers: int = 2,
-        shards: dict[str, list[str]] = SHARDS, markers: tuple[str, ...] = ()) -> tuple[Path, Path, Any]:
-    run_dir, marker_dir, pipe = prepare(tmp_path, name, shards, markers)
-    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=workers, progress=False,
-                                           executor=executor[0], ray_address=executor[1]))
-    return run_dir, marker_dir, report
-
-
-@pytest.fixture
-def reference(tmp_path) -> Path:
-    """The fault-free output: local executor, one worker."""
-    run_dir, _, report = run(tmp_path, "reference", ("local", None), workers=1)
-    assert not report.failed
-    return run_dir
 
 
 def test_output_digests_match_the_reference(tmp_path, executor, reference):
@@ -160,21 +114,6 @@ def test_ray_run_with_no_progress_ends_with_an_error_and_stops_its_actors(tmp_pa
         time.sleep(0.2)
     assert not _our_ray_workers(), "the stalled actors were left running"
     assert list((run_dir / "items_clean").glob("*.parquet")) and not (run_dir / "captions").exists()
-
-
-def kill_9_mid_run(proc: subprocess.Popen, started: Callable[[], bool]) -> None:
-    """Once ``started()`` (a first output is there) and a moment later, so the kill lands
-    mid-shard: ``kill -9`` of the driver ``proc``; its local worker processes must die with it."""
-    deadline = time.monotonic() + 120
-    while not started() and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    time.sleep(0.3)  # let more records start
-    children = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"processes outlived the killed driver: {alive}"
 
 
 def _blift_run(pipe: Path, run_dir: Path, executor: tuple[str, str | None], env: dict[str, str]) -> subprocess.Popen:

@@ -4,7 +4,6 @@ CUDA_VISIBLE_DEVICES pinning, and a clear error for a request no node can satisf
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -13,32 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from toy_runs import calls, digests, make_refs
+from toy_runs import write_model_pipeline as write_pipeline
 
 from blift.errors import CredentialError
 from blift.pipeline import RunOptions, run_pipeline
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_pipeline(path: Path, markers: Path, *, require_gpu: bool = False) -> Path:
-    path.write_text(yaml.safe_dump({"name": "toy", "stages": [
-        {"stage": "toy.fetch", "config": {"marker_dir": str(markers)}},
-        {"stage": "toy.filter", "config": {"marker_dir": str(markers)}},
-        {"stage": "toy.model", "config": {"marker_dir": str(markers), "require_gpu": require_gpu},
-         "inputs": {"items": "items_clean"}},
-    ]}))
-    return path
-
-
-def digests(run_dir: Path) -> dict[str, str]:
-    """Every data file of a run (shards, dropped, errors) by relative path (manifests hold timings)."""
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*.parquet"))}
+pytestmark = pytest.mark.usefixtures("toy_env")
 
 
 def setups(markers: Path) -> dict[str, str]:

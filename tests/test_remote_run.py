@@ -28,21 +28,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from servers.s3_server import Bucket, s3, s3_endpoint  # noqa: F401 - fixtures
+from servers.s3_server import Bucket
+from toy_runs import SHARDS, calls, digests, kill_9_mid_run, make_refs
+from toy_runs import write_model_pipeline as toy_pipeline
 
 from blift import tables
 from blift.errors import ConfigError
 from blift.pipeline import RunOptions, run_pipeline
 from blift.storage import local_dir, mirror, run_path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_cluster import ray_head  # noqa: E402,F401 - session fixture
-from test_faults import SHARDS, digests, kill_9_mid_run, reference  # noqa: E402,F401 - reference: fixture
-from test_runner import calls, make_refs, toy_env  # noqa: E402,F401 - toy_env: autouse fixture
-from test_faults import write_pipeline as toy_pipeline  # noqa: E402
-from test_dumps import dump_pair  # noqa: E402,F401 - fixture
-
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("toy_env")
 RECORDS = sum(len(ids) for ids in SHARDS.values())
 
 

@@ -7,51 +7,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
+from toy_runs import calls, make_refs
+from toy_runs import write_toy_pipeline as write_pipeline
 
 from blift import tables
 from blift.errors import ConfigError, CredentialError
 from blift.pipeline import RunOptions, run_pipeline
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_stages import TOY_STAGES  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def toy_env(monkeypatch):
-    """The toy stages registered, reproducible timestamps, tests/ importable in workers (also
-    used by test_ray_executor and test_faults, which import it)."""
-    monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1732406400")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-
-
-def make_refs(run_dir: Path, shards: dict[str, list[str]]) -> None:
-    for shard, ids in shards.items():
-        rows = [{"uid": f"reddit:{i}", "platform": "reddit", "item_id": i, "request_id": "r", "rank": n, "url": None}
-                for n, i in enumerate(ids)]
-        tables.write_rows(run_dir / "item_refs" / f"{shard}.parquet", rows, "item_refs")
-
-
-def write_pipeline(path: Path, marker_dir: Path, suffix: str = "", threads: int = 1) -> Path:
-    cfg = {"marker_dir": str(marker_dir), "suffix": suffix, "threads": threads}
-    path.write_text(yaml.safe_dump({"name": "toy", "stages": [
-        {"stage": "toy.fetch", "config": cfg},
-        {"stage": "toy.filter", "config": {"marker_dir": str(marker_dir)}},
-    ]}))
-    return path
-
-
-def calls(marker_dir: Path) -> Counter[str]:
-    log = marker_dir / "calls.log"
-    return Counter(log.read_text().split()) if log.exists() else Counter()
+pytestmark = pytest.mark.usefixtures("toy_env")
 
 
 def test_rerun_skips_finished_shards_and_config_change_redoes(tmp_path):

@@ -15,18 +15,16 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from video_factory import Segment, Video, make_video, require_tools
 
 from blift import schemas, tables
-from blift.registry import load_stage
 from blift.pipeline import RunOptions, run_pipeline
+from blift.registry import load_stage
 from blift.stage import ShardInput
 from blift.stages.attributes import AttributesConfig, AttributesStage
 from blift.stages.scenes import ScenesConfig, ScenesStage
 from blift.stages.scenes.detection import detection_size
 from blift.video import FrameIndex, letterbox, sample_times
-
-sys.path.insert(0, str(Path(__file__).parent))
-from video_factory import Segment, Video, make_video, require_tools  # noqa: E402
 
 FPS = 25.0
 

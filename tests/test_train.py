@@ -11,85 +11,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from model_releases import COLOURS, write_release
 from PIL import Image
+from tiny_llava import build_tiny
 
-from blift import tables
 from blift.errors import ConfigError
-from blift.ids import author_hash
-from blift.release.writer import release
 from blift.train.config import RECIPES, LoraSettings, TrainConfig, load_train_config
 from blift.train.data import DataSource, open_examples
 from blift.train.models import load_model_and_processor
 from blift.train.trainer import SUMMARY, pick_precision, train
-from tiny_llava import build_tiny
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "yellow": (230, 230, 20)}
-ANSWERS = {  # content answer, behavior answer; words from tiny_llava.WORDS
-    "red": ("a red car on the street", "many people are happy and smiling"),
-    "blue": ("a blue sky with white clouds", "some people are busy"),
-    "green": ("a green park with tall trees", "several people are sitting"),
-    "yellow": ("a yellow bus in the city", "two people are walking"),
-}
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-def _conversations(colour: str, task: str, kind: str) -> list[dict[str, str]]:
-    content, behavior = ANSWERS[colour]
-    if task == "content":
-        return [{"from": "human", "value": f"<image>\ndescribe this {kind}"}, {"from": "gpt", "value": content}]
-    return [{"from": "human", "value": f"<image>\nthis {kind} shows {content} . describe the action"},
-            {"from": "gpt", "value": behavior}]
-
-
-def write_release(base: Path, *, videos: bool = True, missing: tuple[str, ...] = ()) -> Path:
-    """A release of four image posts (and two video posts), each with a behavior and a content
-    record, all in the train split. ``missing``: uids whose media file is deleted before the
-    release is written (their records then fail to load)."""
-    run = base / "run"
-    posts = [(f"reddit:img{i}", "image", colour, f"media/i{i}.jpg") for i, colour in enumerate(COLOURS)]
-    if videos:
-        posts += [(f"youtube:vid{i}xxxxxxx", "video", colour, f"frames/v{i}.npy")
-                  for i, colour in enumerate(("red", "blue"))]
-    items, instructions = [], []
-    for n, (uid, kind, colour, media) in enumerate(posts):
-        path = run / media
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "image":
-            Image.new("RGB", (40, 32), COLOURS[colour]).save(path, format="JPEG", quality=95)
-        else:
-            frames = np.zeros((4, 3, 32, 32), dtype=np.uint8)
-            frames[:] = np.asarray(COLOURS[colour], dtype=np.uint8)[None, :, None, None]
-            np.save(path, frames)
-        platform, item_id = uid.split(":")
-        items.append({"uid": uid, "platform": platform, "item_id": item_id, "source": "api", "title": item_id,
-                      "community": "pics", "author_hash": author_hash(f"a{n}"), "collected_at": T0,
-                      "created_at": T0, "media_kind": kind, "score": 10, "num_comments": 0})
-        for task in ("behavior", "content"):
-            instructions.append({
-                "id": f"{uid}:{task}", "uid": uid, "platform": platform, "task": task,
-                "template": f"{platform}_{task}", "template_version": 1, "media_kind": kind, "media": [media],
-                "conversations": _conversations(colour, task, kind),
-                "targets": {"score": 10} if task == "behavior" else None, "split": "train", "collected_at": T0})
-    tables.write_rows(run / "items_clean" / "part-00000.parquet", items, "items")
-    tables.write_rows(run / "comments_clean" / "part-00000.parquet", [], "comments")
-    tables.write_rows(run / "instructions" / "part-00000.parquet", instructions, "instructions")
-    out = base / "release"
-    release(run, out, check=False, check_stats=False)
-    for uid, _, _, media in posts:
-        if uid in missing:
-            (out / media).unlink()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from test_eval import build_release, write_tasks
-from test_train import write_release
+from model_releases import build_release, write_release, write_tasks
 from tiny_llava import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ the standard variables a user would set for MinIO or any S3-compatible store: ``
 and credentials. Worker processes (local pool, Ray workers, a ``blift`` subprocess) reach it the
 same way, because they inherit or are forwarded those variables.
 
-Use: ``from servers.s3_server import s3, s3_endpoint  # noqa: F401`` then take ``s3`` (a
+Registered for every test module by conftest.py (``pytest_plugins``): take ``s3`` (a
 :class:`Bucket`) as an argument.
 """
 
