@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from blift.images import open_image
-from blift.stages.attributes.stage import AttributesConfig, ImageAnalyzer
 from blift.stages.attributes.measures import HIGH_FROM, LOW_BELOW, complexity
+from blift.stages.attributes.stage import AttributesConfig, ImageAnalyzer
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 

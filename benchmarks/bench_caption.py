@@ -34,7 +34,6 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import tiny_llava  # noqa: E402
-
 from blift import tables  # noqa: E402
 from blift.models import devices  # noqa: E402
 from blift.models.captioner import LlavaCaptioner  # noqa: E402

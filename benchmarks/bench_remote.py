@@ -75,9 +75,9 @@ def toy_run(url: str, shards: int, tmp: Path) -> tuple[object, object, list[str]
 
     from blift import tables
     from blift.config import StageEntry, load_pipeline, stage_config_hash, validate_stage_config
+    from blift.pipeline import RunOptions, run_pipeline
     from blift.registry import load_stage
     from blift.runner import layout
-    from blift.pipeline import RunOptions, run_pipeline
     from blift.runner.worker import StageSpec
     from blift.storage import run_path
 

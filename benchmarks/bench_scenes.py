@@ -35,10 +35,9 @@ import av
 import scenedetect as sd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from video_factory import SOURCES, Segment, make_video  # noqa: E402
-
-from blift.stages.scenes.stage import ScenesConfig, ScenesStage, detect_scenes  # noqa: E402
 from blift.stages.scenes.detection import detection_size  # noqa: E402
+from blift.stages.scenes.stage import ScenesConfig, ScenesStage, detect_scenes  # noqa: E402
+from video_factory import SOURCES, Segment, make_video  # noqa: E402
 
 
 def synthetic(folder: Path, size: tuple[int, int], seconds: int, fps: int = 30) -> Path:

@@ -26,15 +26,15 @@ from blift.models.transcriber import (
     SAMPLE_RATE,
     AudioDecodeError,
     NoAudioStream,
-    Transcript,
     TranscriberOptions,
+    Transcript,
     load_audio,
     load_transcriber,
     resolve_faster_whisper_model,
     resolve_openai_whisper_model,
 )
-from blift.registry import load_stage
 from blift.pipeline import RunOptions, run_pipeline
+from blift.registry import load_stage
 from blift.stages.asr import AsrConfig, AsrStage
 
 pytestmark = pytest.mark.skipif(
@@ -204,6 +204,7 @@ def test_load_audio_tells_no_audio_track_from_a_broken_file(videos: dict[str, Pa
 # ------------------------------------------------------------------------ faster-whisper
 
 
+@pytest.mark.slow
 def test_faster_whisper_tiny_en_transcribes_varied_speech(tiny_fw, long_speech: Speech) -> None:
     t = tiny_fw.transcribe(long_speech.wav)
     assert isinstance(t, Transcript)
@@ -303,6 +304,7 @@ def test_uncached_model_name_offline_lists_what_was_tried(tmp_path: Path, monkey
 # ------------------------------------------------------------------------ openai-whisper
 
 
+@pytest.mark.slow
 def test_openai_whisper_backend_runs_a_local_checkpoint_end_to_end(random_whisper_pt: Path, short_speech: Speech,
                                                                    tmp_path: Path) -> None:
     """The whole openai-whisper path through the stage: load from a local .pt, detect the
@@ -344,6 +346,7 @@ def media_row(uid: str, path: str | None, mime: str, *, has_audio: bool | None =
             "has_audio": has_audio, "duration_s": 4.0 if mime.startswith("video/") else None}
 
 
+@pytest.mark.slow
 def test_asr_stage_through_the_runner(tmp_path: Path, videos: dict[str, Path], short_speech: Speech) -> None:
     run_dir = tmp_path / "run"
     store = run_dir / "store"

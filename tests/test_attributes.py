@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from blift import schemas
 from blift.errors import ConfigError
+from blift.images import open_image
 from blift.registry import load_stage
 from blift.stage import ShardInput
-from blift.images import open_image
 from blift.stages.attributes import AttributesConfig, AttributesStage
 from blift.stages.attributes.measures import (
     brightness,
@@ -33,7 +33,13 @@ from blift.stages.attributes.measures import (
     tone,
 )
 from blift.stages.attributes.ocr import OcrEngine, words_to_text
-from blift.stages.attributes.palette import NAMES, PALETTE, dominant_colors, nearest_name, region_colors
+from blift.stages.attributes.palette import (
+    NAMES,
+    PALETTE,
+    dominant_colors,
+    nearest_name,
+    region_colors,
+)
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 

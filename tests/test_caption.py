@@ -17,17 +17,27 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+import tiny_llava
 from blift import schemas, tables
 from blift.errors import ConfigError, ErrorClass
 from blift.models import devices
-from blift.models.captioner import Captioner, LlavaCaptioner, model_identity, resolve_model
+from blift.models.captioner import (
+    Captioner,
+    LlavaCaptioner,
+    model_identity,
+    resolve_model,
+)
 from blift.models.keywords import extract_keywords, tokens
-from blift.registry import load_stage
 from blift.pipeline import RunOptions, run_pipeline
+from blift.registry import load_stage
 from blift.stage import ShardInput
-from blift.stages.caption import DEFAULT_PROMPT, SKIP_MESSAGE, CaptionConfig, CaptionStage, prompt_sha
-
-import tiny_llava
+from blift.stages.caption import (
+    DEFAULT_PROMPT,
+    SKIP_MESSAGE,
+    CaptionConfig,
+    CaptionStage,
+    prompt_sha,
+)
 
 SHARD = "part-00000"
 
@@ -177,6 +187,7 @@ def _pipeline(path: Path, config: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_stage_runs_through_the_runner(models: dict[str, Path], run_folder: Path, tmp_path: Path) -> None:
     prompt = "Describe this picture."
     config = {"model": str(models["llava"]), "prompt": prompt, "batch_size": 3, "max_new_tokens": 8, "keywords_k": 4}
@@ -214,6 +225,7 @@ def test_stage_runs_through_the_runner(models: dict[str, Path], run_folder: Path
     assert direct.equals(captions.select(direct.column_names))
 
 
+@pytest.mark.slow
 def test_no_model_is_skipped_with_an_empty_table(run_folder: Path, tmp_path: Path, caplog) -> None:
     run = tmp_path / "run"
     run.mkdir()

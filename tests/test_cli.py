@@ -12,12 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from toy_runs import make_refs
-from toy_stages import TOY_STAGES
 from typer.testing import CliRunner
 
 from blift import tables
 from blift.cli import app
+from toy_runs import make_refs
+from toy_stages import TOY_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -71,6 +71,7 @@ def test_validate_names_the_bad_file_and_field(tmp_path):
     assert "part-3.parquet" in out and "not a readable Parquet file" in out
 
 
+@pytest.mark.slow
 def test_missing_reddit_credentials_name_the_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDDIT_")}
     proc = subprocess.run([sys.executable, "-m", "blift.cli", "run", str(ROOT / "pipelines" / "reddit-images.yaml"),
@@ -81,6 +82,7 @@ def test_missing_reddit_credentials_name_the_variables(tmp_path):
     assert "REDDIT_CLIENT_ID" in err and "REDDIT_CLIENT_SECRET" in err and "praw.ini" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "pipelines").glob("*.yaml")))
 def test_every_shipped_pipeline_validates(name, tmp_path):
     """The pipelines users copy from: every stage name, config key and request must check out."""

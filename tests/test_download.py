@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from PIL import Image
 from pydantic import ValidationError
-from servers.media_server import MediaServer, Reply
 
 from blift import schemas
 from blift.collect.media.download import DownloadStage
@@ -38,6 +37,7 @@ from blift.collect.media.http_fetch import (
 from blift.collect.media.store import header_size, sniff_mime
 from blift.errors import ErrorClass, TransientError
 from blift.stage import ShardInput
+from servers.media_server import MediaServer, Reply
 
 # --------------------------------------------------------------------------- media made here
 

@@ -13,7 +13,6 @@ import orjson
 import pyarrow as pa
 import pytest
 import zstandard
-from dump_files import CHAIN, T0, _com, _sub, dump_lines
 
 from blift import schemas
 from blift.collect.reddit.dump_finalize import comment_depths
@@ -24,6 +23,7 @@ from blift.ids import author_hash, unpack_raw
 from blift.runner.bucket_sink import BucketSink
 from blift.synthetic.reddit_dumps import comment, generate, submission, write_ndjson_zst
 from blift.tables import read_dataset, read_shard, shard_paths
+from dump_files import CHAIN, T0, _com, _sub, dump_lines
 
 
 def write_plain(path: Path, lines: list[Any]) -> Path:

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 from blift import tables
 from blift.replay.reddit_api import ReplayServer
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "reddit"

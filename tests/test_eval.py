@@ -16,14 +16,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_releases import (
-    build_release,
-    image,
-    reddit_answer,
-    reddit_record,
-    write_tasks,
-)
-from tiny_llava import build_tiny, model_class
 
 from blift.errors import ConfigError
 from blift.eval import behavior as beh
@@ -35,6 +27,14 @@ from blift.eval.tasks import TaskItem
 from blift.train.collator import VlmCollator
 from blift.train.data import Example
 from blift.train.prompt import render, render_prompt
+from model_releases import (
+    build_release,
+    image,
+    reddit_answer,
+    reddit_record,
+    write_tasks,
+)
+from tiny_llava import build_tiny, model_class
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -237,6 +237,7 @@ def test_behavior_metrics_on_fixed_answers():
 
 
 # ----------------------------------------------------------------------------------- the runner
+@pytest.mark.slow
 def test_evaluate_compares_two_checkpoints(tmp_path):
     base = build_tiny(tmp_path / "ckpt" / "base", "llava", seed=0)
     other = build_tiny(tmp_path / "ckpt" / "other", "llava", seed=1)

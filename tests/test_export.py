@@ -21,7 +21,12 @@ import pytest
 from PIL import Image
 
 from blift import tables
-from blift.export import ExportError, ExportValidationError, export_llava, validate_export
+from blift.export import (
+    ExportError,
+    ExportValidationError,
+    export_llava,
+    validate_export,
+)
 from blift.export.validate import SYSTEM, count_tokens
 from blift.ids import author_hash
 from blift.release.writer import release
@@ -344,6 +349,7 @@ def test_validator_names_the_record_and_field_of_each_problem(built: Built, tmp_
                      "youtube:vid0aaaaaaa:content", "youtube:vid1bbbbbbb:content"}, text
 
 
+@pytest.mark.slow
 def test_an_export_with_a_broken_record_fails_and_leaves_the_old_one(tmp_path: Path) -> None:
     good = make_release(tmp_path / "a")
     out = tmp_path / "out"

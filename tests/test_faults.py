@@ -29,14 +29,14 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from servers.media_server import MediaServer, Reply
-from toy_runs import SHARDS, calls, digests, kill_9_mid_run, prepare, run
 
 from blift import schemas, tables
 from blift.errors import BliftError
 from blift.pipeline import RunOptions, run_pipeline
+from servers.media_server import MediaServer, Reply
+from toy_runs import SHARDS, calls, digests, kill_9_mid_run, prepare, run
 
-pytestmark = pytest.mark.usefixtures("toy_env")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("toy_env")]
 
 
 @pytest.fixture(params=["local", "ray"])

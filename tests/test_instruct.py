@@ -12,11 +12,15 @@ import pytest
 from blift import schemas
 from blift.errors import ConfigError, ErrorClass
 from blift.ids import split_of
+from blift.stage import ShardInput
 from blift.stages.instruct.stage import InstructStage
 from blift.stages.instruct.templates import TEMPLATES_DIR, TemplateError, load_template
-from blift.stages.instruct.validate import InvalidInstruction, check_record, validate_record
+from blift.stages.instruct.validate import (
+    InvalidInstruction,
+    check_record,
+    validate_record,
+)
 from blift.stages.instruct.verbalize import describe_image, format_ratio, shorten, tidy
-from blift.stage import ShardInput
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -114,7 +114,11 @@ def _tiny_bert(folder: Path):
     """A 1-layer BERT with a word-level tokenizer, saved like ``save_pretrained`` of a base model."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     torch.manual_seed(0)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))

@@ -118,6 +118,7 @@ def small_release(tmp_path_factory):
 # --------------------------------------------------------------------------- push, load, rerun
 
 
+@pytest.mark.slow
 def test_push_then_load_dataset_from_the_hub_gives_the_same_rows(hub, small_release, tmp_path):
     repo = "tester/blift-small"
     report = push(hub, small_release, repo, tmp_path, max_files_per_commit=4)
@@ -162,6 +163,7 @@ def test_push_then_load_dataset_from_the_hub_gives_the_same_rows(hub, small_rele
     assert len(hub.log("commit", repo)) == before_commits and len(hub.log("lfs-upload", repo)) == before_puts
 
 
+@pytest.mark.slow
 def test_interrupted_push_resumes_without_sending_anything_twice(hub, small_release, tmp_path):
     repo = "tester/blift-resume"
     hub.inject("commit", nth=2, status=503, times=None)  # the Hub fails from the 2nd commit on
@@ -194,6 +196,7 @@ def test_interrupted_push_resumes_without_sending_anything_twice(hub, small_rele
 # --------------------------------------------------------------------------- append
 
 
+@pytest.mark.slow
 def test_append_renumbers_every_shard_of_the_split_in_one_commit(hub, tmp_path):
     repo = "tester/blift-append"
     uids = _uids_covering_all_splits({"train": 12, "validation": 0, "test": 0})
@@ -250,6 +253,7 @@ def test_append_renumbers_every_shard_of_the_split_in_one_commit(hub, tmp_path):
 # --------------------------------------------------------------------------- retries, privacy, prune
 
 
+@pytest.mark.slow
 def test_stale_parent_412_and_a_409_are_retried_with_a_fresh_parent(hub, small_release, tmp_path):
     repo = "tester/blift-race"
     hub.inject("commit", nth=1, mode="concurrent_commit")  # another writer commits just before our first commit
@@ -267,6 +271,7 @@ def test_stale_parent_412_and_a_409_are_retried_with_a_fresh_parent(hub, small_r
     assert {p: b for p, b in hub.repo(repo).files().items() if p in local_files(small_release)} == local_files(small_release)
 
 
+@pytest.mark.slow
 def test_private_flag_reaches_the_hub_and_is_never_downgraded(hub, small_release, tmp_path):
     push(hub, small_release, "tester/blift-private", tmp_path, private=True, max_files_per_commit=100)
     assert hub.repo("tester/blift-private").private
@@ -285,6 +290,7 @@ def test_private_flag_reaches_the_hub_and_is_never_downgraded(hub, small_release
         push(hub, small_release, "tester/blift-other", tmp_path, token="hf_not_a_token")
 
 
+@pytest.mark.slow
 def test_superseded_shards_always_go_and_prune_deletes_what_the_release_dropped(hub, tmp_path):
     repo = "tester/blift-prune"
     uids = _uids_covering_all_splits({"train": 10, "validation": 0, "test": 0})

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toy_runs import calls, digests, make_refs
-from toy_runs import write_model_pipeline as write_pipeline
 
 from blift.errors import CredentialError
 from blift.pipeline import RunOptions, run_pipeline
+from toy_runs import calls, digests, make_refs
+from toy_runs import write_model_pipeline as write_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("toy_env")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("toy_env")]
 
 
 def setups(markers: Path) -> dict[str, str]:

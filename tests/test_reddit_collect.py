@@ -259,6 +259,7 @@ def test_missing_upvote_ratio_does_not_refetch(server: ReplayServer, tmp_path: P
     assert server.fetch_counts == {"old": 1}
 
 
+@pytest.mark.slow
 def test_429_is_retried_after_retry_after(server: ReplayServer, tmp_path: Path) -> None:
     server.faults.add("/comments/*", status=429, count=1, retry_after=1)
     out = _collect_stage(server, tmp_path).process_record("reddit:big", _ref("big"))
@@ -271,6 +272,7 @@ def test_429_is_retried_after_retry_after(server: ReplayServer, tmp_path: Path) 
     assert len(server.requests_to("/r/pics/hot")) == 3  # prawcore does not retry 429 itself
 
 
+@pytest.mark.slow
 def test_persistent_503_becomes_transient_error(server: ReplayServer, tmp_path: Path) -> None:
     server.faults.add("/comments/*", status=503, count=None)
     stage = _collect_stage(server, tmp_path, retries=0)  # prawcore's own 2 retries sleep ~4 s
@@ -292,6 +294,7 @@ def test_slow_answer_within_timeout(server: ReplayServer, tmp_path: Path) -> Non
     assert [e.status for e in server.requests_to("/comments/old/")] == [200]
 
 
+@pytest.mark.slow
 def test_answer_slower_than_timeout_is_transient(server: ReplayServer, tmp_path: Path) -> None:
     server.faults.add("/comments/*", delay_s=1.0, count=None)
     stage = _collect_stage(server, tmp_path, timeout_s=0.3, retries=0)  # prawcore retries timeouts twice

@@ -28,17 +28,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from servers.s3_server import Bucket
-from toy_runs import SHARDS, calls, digests, kill_9_mid_run, make_refs
-from toy_runs import write_model_pipeline as toy_pipeline
 
 from blift import tables
 from blift.errors import ConfigError
 from blift.pipeline import RunOptions, run_pipeline
 from blift.storage import local_dir, mirror, run_path
+from servers.s3_server import Bucket
+from toy_runs import SHARDS, calls, digests, kill_9_mid_run, make_refs
+from toy_runs import write_model_pipeline as toy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("toy_env")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("toy_env")]
 RECORDS = sum(len(ids) for ids in SHARDS.values())
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from video_factory import Segment, Video, make_video, require_tools
 
 from blift import schemas, tables
 from blift.pipeline import RunOptions, run_pipeline
@@ -25,6 +24,7 @@ from blift.stages.attributes import AttributesConfig, AttributesStage
 from blift.stages.scenes import ScenesConfig, ScenesStage
 from blift.stages.scenes.detection import detection_size
 from blift.video import FrameIndex, letterbox, sample_times
+from video_factory import Segment, Video, make_video, require_tools
 
 FPS = 25.0
 
@@ -121,6 +121,7 @@ def _spans(rows: list[dict]) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------------------------- cuts
 
 
+@pytest.mark.slow
 def test_cuts_are_found_at_the_exact_frames(run: dict, videos: dict[str, Video]) -> None:
     video = videos["cuts"]
     rows = run["scenes"]["youtube:cuts"]

@@ -87,6 +87,7 @@ def test_a_bad_line_is_named_and_nothing_changes(built: Built, tmp_path: Path) -
     assert snapshot(built.release) == before
 
 
+@pytest.mark.slow
 def test_takedown_by_uid_and_url_removes_rows_and_media_everywhere(built: Built, tmp_path: Path) -> None:
     rel = built.release
     before = read_manifest(rel)

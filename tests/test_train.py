@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from model_releases import COLOURS, write_release
 from PIL import Image
-from tiny_llava import build_tiny
 
 from blift.errors import ConfigError
 from blift.train.config import RECIPES, LoraSettings, TrainConfig, load_train_config
 from blift.train.data import DataSource, open_examples
 from blift.train.models import load_model_and_processor
 from blift.train.trainer import SUMMARY, pick_precision, train
+from model_releases import COLOURS, write_release
+from tiny_llava import build_tiny
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +206,7 @@ def test_model_loading_errors(tiny: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_saved_model_loads_and_generates(tiny: Path, images_release: Path,
                                                                           tmp_path: Path) -> None:
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -270,6 +271,7 @@ def _count_steps() -> Any:
     return counter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_resume_continues_from_the_last_checkpoint(tiny: Path, images_release: Path, tmp_path: Path,
                                                    lora: bool) -> None:

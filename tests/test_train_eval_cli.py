@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
 from model_releases import build_release, write_release, write_tasks
 from tiny_llava import build_tiny
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from servers.video_host import VideoHost
 
 from blift import schemas, tables
 from blift.collect.media.download import DownloadStage
@@ -34,11 +33,12 @@ from blift.collect.youtube.client import (
     classify_ytdlp_error,
     video_ref,
 )
-from blift.collect.youtube.rows import json3_to_text, vtt_to_text
 from blift.collect.youtube.collect import YoutubeCollectStage
 from blift.collect.youtube.list import YoutubeListStage
+from blift.collect.youtube.rows import json3_to_text, vtt_to_text
 from blift.errors import ConfigError, PermanentError, TransientError
 from blift.ids import short_id, unpack_raw
+from servers.video_host import VideoHost
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH = 1_767_225_600  # 2026-01-01: when the saved info dicts say they were extracted
@@ -535,6 +535,7 @@ def test_config_validation() -> None:
 # the whole slice through the runner
 
 
+@pytest.mark.slow
 def test_stages_through_the_runner_then_validate(host: VideoHost, clips, tmp_path: Path, monkeypatch) -> None:
     from blift.pipeline import RunOptions, run_pipeline
 

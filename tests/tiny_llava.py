@@ -123,7 +123,12 @@ def tiny_config(kind: str = "llava") -> Any:
 
 def processor(kind: str = "llava", *, chat_template: bool | None = None) -> Any:
     """The processor of a tiny checkpoint. ``chat_template``: default on for the NeXT kinds only."""
-    from transformers import CLIPImageProcessorPil, LlavaNextImageProcessorPil, LlavaNextProcessor, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+        LlavaProcessor,
+    )
 
     template = CHAT_TEMPLATE if (chat_template if chat_template is not None else kind != "llava") else None
     tok = tokenizer()

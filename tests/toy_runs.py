@@ -21,10 +21,10 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from toy_stages import TOY_STAGES
 
 from blift import tables
 from blift.pipeline import RunOptions, run_pipeline
+from toy_stages import TOY_STAGES
 
 TESTS = Path(__file__).resolve().parent
 

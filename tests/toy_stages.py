@@ -10,7 +10,14 @@ from typing import Any
 
 from blift.errors import CredentialError, InvalidRecord, TransientError
 from blift.ids import now_utc
-from blift.stage import RecordOutput, RecordStage, ShardInput, Stage, StageConfig, StageResult
+from blift.stage import (
+    RecordOutput,
+    RecordStage,
+    ShardInput,
+    Stage,
+    StageConfig,
+    StageResult,
+)
 
 
 class ToyConfig(StageConfig):
