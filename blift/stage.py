@@ -57,6 +57,19 @@ class RecordFailure:
 
 
 @dataclass
+class Languages:
+    """The languages of the texts a stage kept, recorded in ``stats.json`` so that a release can
+    name them without identifying languages again.
+
+    ``kept``: the stage filters by language and keeps these codes (its configured list).
+    ``observed``: it does not filter; texts per language code identified among those it kept.
+    """
+
+    kept: list[str] = field(default_factory=list)
+    observed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class StageResult:
     """What a stage returns for one shard."""
 
@@ -65,6 +78,7 @@ class StageResult:
     dropped: list[dict[str, Any]] = field(default_factory=list)  # rows of the `dropped` schema
     errors: list[RecordFailure] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # extra stage-specific counts
+    languages: Languages | None = None  # stages that filter or see texts: which languages they kept
 
 
 @dataclass

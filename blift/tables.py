@@ -8,6 +8,8 @@ because several stages write them.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +36,16 @@ def atomic_write_bytes(path: RunPath, data: bytes) -> None:
     storage.write_bytes(path, data, _FILE_MODE)
 
 
-def swap_folder(tmp: Path, out_dir: Path) -> None:
-    """Replace the folder ``out_dir`` by the finished folder ``tmp``: two renames, the old one
-    removed only after the swap, so ``out_dir`` is always the old or the new complete folder."""
-    import shutil
-    import time
+def swap_folder(tmp: Path, out_dir: Path, *, old_prefix: str = "old") -> None:
+    """Replace the folder ``out_dir`` (if any) by the finished folder ``tmp``: two renames, the old
+    one removed only after the swap, so ``out_dir`` is always the old or the new complete folder.
 
+    Between the renames the old folder waits as ``.<name>.<old_prefix>-<pid>-<ns>`` beside
+    ``out_dir``: a caller that recovers from a crash there (``blift.release.takedown.recover``)
+    picks its own prefix to find it."""
     old = None
     if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        old = out_dir.parent / f".{out_dir.name}.{old_prefix}-{os.getpid()}-{time.monotonic_ns()}"
         os.rename(out_dir, old)
     try:
         os.rename(tmp, out_dir)

@@ -11,6 +11,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,6 @@ from PIL import Image
 
 from blift import schemas, tables
 from blift.ids import author_hash, pack_raw
-from blift.stages.instruct.stage import InstructStage
 from blift.release import card as card_mod
 from blift.release import plots
 from blift.release.card import CardError, arrow_feature, hf_feature, render_card, write_card
@@ -32,6 +33,7 @@ from blift.release.manifest import Takedown, read_manifest, write_manifest
 from blift.release.writer import release
 from blift.runner.stats import write_stats
 from blift.stage import ShardInput
+from blift.stages.instruct.stage import InstructStage
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 COLLECTED = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -57,7 +59,8 @@ STATS_STAGES: dict[str, dict[str, Any]] = {
                         "seconds_per_record": 0.25},
     "clean": {"shards": 2, "shards_done": 2, "records_in": 57, "out": {"items_clean": 13, "comments_clean": 30},
               "dropped": {"too_short": 9, "language": 4, "bot": 1}, "errors": {"invalid": 1},
-              "counters": {"lang_en": 33, "lang_de": 4}, "seconds": 0.2, "seconds_per_record": 0.004},
+              "counters": {"lang_en": 33, "lang_de": 4}, "seconds": 0.2, "seconds_per_record": 0.004,
+              "languages": {"kept": ["en"]}},
 }
 
 
@@ -146,6 +149,7 @@ def build_run(run: Path) -> dict[str, Any]:
                                 ("videos", "videos"), ("scenes", "scenes")):
         tables.write_shard(run / folder / "part-00000.parquet", tbl[folder], schema_name)
     tables.write_shard(run / "instructions" / "part-00000.parquet", instructions, "instructions")
+    tables.write_shard(run / "scene_behavior" / "part-00000.parquet", result.tables["scene_behavior"], "scene_behavior")
     stages = json.loads(json.dumps(STATS_STAGES))
     stages["instruct"] = {"shards": 1, "shards_done": 1, "records_in": len(items),
                           "out": {"instructions": instructions.num_rows}, "dropped": {}, "errors": {}, "counters": {},
@@ -360,6 +364,46 @@ def test_custom_template_and_broken_template(built, tmp_path):
     typo.write_text("---\n{{ front_matter }}---\n{{ no_such_value }}\n")
     with pytest.raises(CardError, match="no_such_value"):
         render_card(copy, template=typo)
+
+
+def test_languages_come_from_release_json_without_language_identification(built, tmp_path, monkeypatch):
+    """The card names what the run's clean stage recorded; it never runs a language identifier."""
+    from blift.models import langid
+
+    def no_language_id(*_: object, **__: object) -> None:
+        raise AssertionError("the card ran language identification")
+
+    monkeypatch.setattr(langid, "make_identifier", no_language_id)
+    monkeypatch.setattr(langid, "detect_all", no_language_id)
+    _, out, _ = built
+    copy = _copy_release(out, tmp_path / "rel")
+    manifest = read_manifest(copy)
+    assert manifest.languages is not None and manifest.languages.codes == ["en"] and manifest.languages.filtered
+    meta, body = _split_card(render_card(copy))
+    assert meta["language"] == ["en"] and "(the languages the `clean` stage kept comments in)" in body
+
+    manifest.languages = manifest.languages.model_copy(update={  # a run without a language filter
+        "codes": ["en", "de"], "filtered": False, "counts": {"en": 70, "de": 25, "fr": 5}, "min_share": 0.1})
+    write_manifest(copy, manifest)
+    meta, body = _split_card(render_card(copy))
+    assert meta["language"] == ["en", "de"]
+    assert ("found by the `clean` stage on the 100 comments it kept, without filtering by language: en 70%, de 25%, "
+            "fr 5%; languages with at least 10% are listed") in body
+
+    manifest.languages = None  # a run whose clean stage predates the record: nothing is guessed
+    write_manifest(copy, manifest)
+    meta, body = _split_card(render_card(copy))
+    assert "language" not in meta and "not recorded" in body
+
+
+def test_rendering_a_card_does_not_import_the_language_identifier(built):
+    _, out, _ = built
+    code = ("import sys; from blift.release.card import render_card; render_card(sys.argv[1]); "
+            "print('blift.models.langid' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
 
 
 def test_instructions_only_release_with_image_bytes(built, tmp_path):

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from blift import schemas
 from blift.ids import pack_raw, unpack_raw
-from blift.stage import ShardInput
+from blift.stage import Languages, ShardInput
 from blift.stages.clean import CleanStage
 from blift.stages.clean.near_duplicates import find_duplicates, normalize_texts, tfidf
 from blift.stages.clean.text_rules import RuleConfig, apply_rules
@@ -263,6 +263,24 @@ def test_switches_keep_what_they_turn_off(tmp_path: Path) -> None:
     assert res.tables["comments_clean"].num_rows == len(comments)
     res = run_stage(items, comments, tmp_path, languages=[], toxicity_backend="none")
     assert reasons(res) == {"reddit:p2": "nsfw", "n1": "item_dropped", "v1": "near_duplicate"}
+
+
+def test_the_languages_kept_are_recorded_for_the_release(tmp_path: Path) -> None:
+    """A language filter records its list; without one, the languages found on the kept comments, counted."""
+    items = [item("reddit:p1")]
+    comments = [
+        comment("e1", LONG_EN, score=9),
+        comment("e2", "What a lovely garden, the roses along the fence look absolutely wonderful today."),
+        comment("g1", "Das ist wirklich ein wunderschönes Foto von deinem Garten, danke fürs Teilen!"),
+        comment("x1", "12345 67890 !!! ??? 42 42 42 ..."),  # no letters: no language ("und"), not counted
+    ]
+    res = run_stage(items, comments, tmp_path, languages=["en", "de"], toxicity_backend="none",
+                    near_duplicate_threshold=None, drop_duplicates=False)
+    assert res.languages == Languages(kept=["en", "de"])
+    res = run_stage(items, comments, tmp_path, languages=[], toxicity_backend="none",
+                    near_duplicate_threshold=None, drop_duplicates=False)
+    assert reasons(res) == {}
+    assert res.languages == Languages(observed={"de": 1, "en": 2})
 
 
 def test_empty_shard_and_youtube_likes(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +21,10 @@ import yaml
 
 from blift import schemas, tables
 from blift.ids import pack_raw, split_of
-from blift.stages.instruct.stage import InstructStage
 from blift.release.writer import ReleaseCheckError, ReleaseError, check_release, release
 from blift.stage import ShardInput
+from blift.stages.instruct.scene_behavior import scene_behavior_rows
+from blift.stages.instruct.stage import InstructStage
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 SHARD_NAME = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
@@ -277,8 +279,9 @@ def test_a_post_collected_by_two_requests_is_released_once(tmp_path):
 # --------------------------------------------------------------------------- videos, media, release.json
 
 from blift.release import features as release_features  # noqa: E402
-from blift.release.manifest import read_manifest  # noqa: E402
+from blift.release.manifest import languages_from_stats, read_manifest  # noqa: E402
 from blift.release.writer import (  # noqa: E402
+    DEFAULT_CONFIGS,
     MEDIA_ROW_GROUP_ROWS,
     pipeline_config_hash,
     write_split_shards,
@@ -348,6 +351,11 @@ def add_videos(run: Path, n: int, *, side: int = 8, orphan: bool = True, sides: 
     tables.write_rows(run / "scenes" / "part-video.parquet", scenes, "scenes")
     tables.write_rows(run / "transcripts" / "part-video.parquet", transcripts, "transcripts")
     tables.write_rows(run / "instructions" / "part-video.parquet", instructions, "instructions")
+    # what the instruct stage writes beside its records, for the items it reads (youtube:gone is not one)
+    behavior = [row for i in items for row in scene_behavior_rows(
+        i["uid"], i["heatmap"], [s for s in scenes if s["uid"] == i["uid"]],
+        [t for t in transcripts if t["uid"] == i["uid"]])]
+    tables.write_rows(run / "scene_behavior" / "part-video.parquet", behavior, "scene_behavior")
     return {"items": items, "instructions": instructions, "frames": frames, "scenes": scenes}
 
 
@@ -498,6 +506,72 @@ def test_pipeline_config_hash_follows_the_stage_configs(tmp_path):
     assert first and pipeline_config_hash(tmp_path) == first
     write_stats(tmp_path, 1, {"clean": "c1", "instruct": "i2"})
     assert pipeline_config_hash(tmp_path) not in (None, first)
+
+
+def _video_run(run: Path) -> None:
+    build_run(run, _uids_covering_all_splits({"train": 1, "validation": 0, "test": 0}))
+    add_videos(run, 2)
+
+
+def test_scenes_take_their_values_from_the_runs_scene_behavior_table(tmp_path):
+    """The release joins what the instruct stage wrote; it does not compute replay or speech itself."""
+    run = tmp_path / "run"
+    _video_run(run)
+    path = run / "scene_behavior" / "part-video.parquet"
+    rows = tables.read_shard(path, "scene_behavior").to_pylist()
+    for r in rows:
+        r["replay_mean"], r["transcript"] = 0.25 + r["scene"], f"said in {r['uid']} scene {r['scene']}"
+    tables.write_rows(path, rows, "scene_behavior")
+    release(run, tmp_path / "out", check=False)
+    scenes = pq.read_table(tmp_path / "out" / "data" / "scenes").to_pylist()
+    assert len(scenes) == 6 and all(s["replay_mean"] == 0.25 + s["scene"] for s in scenes)
+    assert all(s["transcript"] == f"said in {s['uid']} scene {s['scene']}" for s in scenes)
+
+
+def test_a_run_whose_instruct_predates_scene_behavior_is_refused_with_the_command(tmp_path):
+    run = tmp_path / "run"
+    _video_run(run)
+    shutil.rmtree(run / "scene_behavior")
+    with pytest.raises(ReleaseError, match=r"scene_behavior: no shards.*`blift run PIPELINE --stage instruct`"):
+        release(run, tmp_path / "out", check=False)
+    assert not (tmp_path / "out").exists()
+    # without scenes there is nothing to join: the same run releases without its scenes config
+    report = release(run, tmp_path / "out", configs={k: v for k, v in DEFAULT_CONFIGS.items() if k != "scenes"},
+                     check=False)
+    assert "scenes" not in report.rows and report.rows["videos"]
+
+
+def test_a_scene_missing_from_scene_behavior_is_refused_by_name(tmp_path):
+    """Scenes written after instruct ran (a stale table) must not be released with null values."""
+    run = tmp_path / "run"
+    _video_run(run)
+    path = run / "scene_behavior" / "part-video.parquet"
+    rows = [r for r in tables.read_shard(path, "scene_behavior").to_pylist() if (r["uid"], r["scene"]) != ("youtube:v1", 2)]
+    tables.write_rows(path, rows, "scene_behavior")
+    with pytest.raises(ReleaseError, match=r"no row for scene 2 of youtube:v1#0.*--stage instruct"):
+        release(run, tmp_path / "out", check=False)
+
+
+def test_release_json_records_the_languages_the_run_kept(tmp_path):
+    run = tmp_path / "run"
+    build_run(run, _uids_covering_all_splits({"train": 2, "validation": 0, "test": 0}))
+    write_stats(run, 4)
+    stats = json.loads((run / "stats.json").read_text())
+    stats["stages"]["clean"] = {"out": {}, "dropped": {}, "errors": {}, "languages": {"kept": ["en", "de"]}}
+    (run / "stats.json").write_text(json.dumps(stats))
+    release(run, tmp_path / "out", check=False)
+    langs = json.loads((tmp_path / "out" / "release.json").read_text())["languages"]
+    assert langs == {"stage": "clean", "codes": ["en", "de"], "filtered": True, "counts": {}, "min_share": None}
+    assert read_manifest(tmp_path / "out").languages.codes == ["en", "de"]
+
+
+def test_languages_from_stats_observed_without_a_filter():
+    observed = {"stages": {"clean": {"languages": {"observed": {"en": 80, "fr": 12, "de": 8}}}}}
+    langs = languages_from_stats(observed)
+    assert (langs.codes, langs.filtered, langs.counts, langs.min_share) == (
+        ["en", "fr"], False, {"en": 80, "fr": 12, "de": 8}, 0.10)  # de: 8% < 10%
+    assert languages_from_stats(None) is None
+    assert languages_from_stats({"stages": {"clean": {"out": {}}}}) is None  # a run that predates the record
 
 
 def _image_table(n: int, payload: int) -> pa.Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,12 +13,12 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from toy_runs import calls, make_refs
-from toy_runs import write_toy_pipeline as write_pipeline
 
 from blift import tables
 from blift.errors import ConfigError, CredentialError
 from blift.pipeline import RunOptions, run_pipeline
+from toy_runs import calls, make_refs
+from toy_runs import write_toy_pipeline as write_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("toy_env")
@@ -43,6 +44,24 @@ def test_rerun_skips_finished_shards_and_config_change_redoes(tmp_path):
     run_pipeline(write_pipeline(pipe, markers, suffix="!"), RunOptions(out=run_dir, workers=2, progress=False))
     titles = tables.read_dataset(run_dir / "items_clean", "items").column("title").to_pylist()
     assert len(titles) == 27 and all(t.endswith("!") for t in titles)
+
+
+def test_a_shard_written_before_its_stage_gained_an_output_is_redone(tmp_path):
+    """No version bump for a new output (the old ones did not change): the manifests that do not
+    list it are what make those shards run again."""
+    run_dir, markers = tmp_path / "run", tmp_path / "m"
+    markers.mkdir()
+    make_refs(run_dir, {f"part-{k}": [f"b{k}{i}" for i in range(3)] for k in range(2)})
+    pipe = write_pipeline(tmp_path / "p.yaml", markers)
+    run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
+    manifest = run_dir / "_blift" / "manifests" / "toy.filter" / "part-0.json"
+    old = json.loads(manifest.read_text())
+    old["output_files"] = [p for p in old["output_files"] if not p.startswith("items_clean/")]  # as if it were new
+    manifest.write_text(json.dumps(old))
+    report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
+    plan = next(p for p in report.plans if p.stage == "toy.filter")
+    assert [t.shard for t in plan.todo] == ["part-0"] and plan.skipped == ["part-1"]
+    assert "items_clean/part-0.parquet" in json.loads(manifest.read_text())["output_files"]
 
 
 def test_error_classes_and_retry_failed_redo_only_transient(tmp_path):

@@ -13,6 +13,8 @@ import yaml
 from blift import schemas, tables
 from blift.errors import ConfigError, ErrorClass
 from blift.ids import split_of
+from blift.pipeline import RunOptions, run_pipeline
+from blift.stage import ShardInput
 from blift.stages.instruct.replay import most_replayed, scene_replay
 from blift.stages.instruct.stage import InstructStage
 from blift.stages.instruct.templates import load_template
@@ -20,8 +22,6 @@ from blift.stages.instruct.token_budget import estimate_tokens
 from blift.stages.instruct.validate import validate_record
 from blift.stages.instruct.video_records import format_percent, format_replay
 from blift.stages.instruct.video_verbalize import align_speech, format_clock, format_duration, pace_of
-from blift.pipeline import RunOptions, run_pipeline
-from blift.stage import ShardInput
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 HEATMAP = [0.1, 0.2, 1.0, 0.5, 0.3, 0.0, 0.05, 0.6, 0.4, 0.2]  # ten 1-second bins
@@ -296,6 +296,41 @@ def test_missing_heatmap_leaves_replay_out(tmp_path):
     assert beh["targets"]["scene_replay"] == approx([0.48, 1.6 / 3.5, None])
     assert beh["targets"]["most_replayed_scenes"] == [0, 1]
     assert "Replay value per scene: Scene 1: 0.48, Scene 2: 0.46\n" in beh["conversations"][1]["value"]
+
+
+def test_scene_behavior_table_holds_every_scene_with_the_records_values(tmp_path):
+    """The stage's second output: replay and words per scene, for videos with and without records."""
+    assert InstructStage.outputs["scene_behavior"] == "scene_behavior"
+    rows = full_video()
+    quiet = "youtube:quiet"  # dropped (no comments), no heatmap, no speech: its scenes still get rows
+    rows["items_clean"].append(yt_item(quiet, heatmap=None))
+    rows["media"].append(yt_media(quiet))
+    rows["scenes"] += yt_scenes(quiet, [(0, 4), (4, 10)])
+    rows["transcripts"].append(yt_transcript(quiet, [], status="no_speech"))
+    rows["items_clean"].append(yt_item("reddit:img", platform="reddit", media_kind="image"))  # no scenes: no rows
+    result = run_video(tmp_path, top_k_comments=3)(**rows)
+    assert [d["reason"] for d in result.dropped] == ["few_comments", "no_media"]
+    table = result.tables["scene_behavior"]
+    schemas.get("scene_behavior").validate(table)
+    got = {(r["uid"], r["media_index"], r["scene"]): r for r in table.to_pylist()}
+    assert sorted(got) == [("youtube:quiet", 0, 0), ("youtube:quiet", 0, 1),
+                           ("youtube:vid1", 0, 0), ("youtube:vid1", 0, 1), ("youtube:vid1", 0, 2)]
+    vid = [got[("youtube:vid1", 0, k)] for k in range(3)]
+    # the records' own replay targets; peaks by hand: (0,2.5) bins 0.1 0.2 1.0; (2.5,6) 1.0 .. 0.0; (6,10) up to 0.6
+    assert [r["replay_mean"] for r in vid] == by_id(result)["youtube:vid1:behavior"]["targets"]["scene_replay"]
+    assert [r["replay_peak"] for r in vid] == [1.0, 1.0, 0.6]
+    assert [r["transcript"] for r in vid] == ["Hello there friends", "welcome to the show", "see you soon"]
+    for k in range(2):
+        r = got[(quiet, 0, k)]
+        assert (r["replay_mean"], r["replay_peak"], r["transcript"]) == (None, None, None)
+
+
+def test_scene_behavior_words_follow_the_transcript_status(tmp_path):
+    """Speech found elsewhere in the video gives an empty transcript for a silent scene, not a null one."""
+    rows = full_video()
+    rows["transcripts"] = [yt_transcript("youtube:vid1", [seg(0.2, 2.2, "only at the start")])]
+    table = run_video(tmp_path)(**rows).tables["scene_behavior"]
+    assert table.column("transcript").to_pylist() == ["only at the start", "", ""]
 
 
 def test_drop_reasons_and_pairing(tmp_path):

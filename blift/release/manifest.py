@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,7 @@ MANIFEST_NAME = "release.json"
 STATS_NAME = "stats.json"  # the run's stats.json, copied: the card's filter accounting
 ASSETS_DIR = "assets"  # card plots (PNG)
 FORMAT_VERSION = 1
+LANGUAGE_MIN_SHARE = 0.10  # an observed language is listed when at least this share of the kept comments has it
 
 
 class _Model(BaseModel):
@@ -56,6 +57,38 @@ class Takedown(_Model):
     media_removed: int = 0
 
 
+class ReleaseLanguages(_Model):
+    """The languages of the released comments as the run recorded them (its ``stats.json``), so
+    the card names them without identifying languages itself."""
+
+    stage: str = Field(description="the run stage that recorded them (clean)")
+    codes: list[str] = Field(description="ISO codes the card's `language:` lists")
+    filtered: bool = Field(description="true: the stage kept only comments in `codes`; false: it did not filter "
+                                       "by language and `codes` are those it found on the comments it kept")
+    counts: dict[str, int] = Field(default_factory=dict, description="filtered=false: kept comments per code found")
+    min_share: float | None = Field(None, description="filtered=false: share of `counts` a code needs to be listed")
+
+
+def languages_from_stats(stats: dict[str, Any] | None) -> ReleaseLanguages | None:
+    """What the run's ``stats.json`` says about languages (the last stage that recorded them), or None.
+
+    A language filter gives its list. Without one, the codes found on the kept comments that reach
+    :data:`LANGUAGE_MIN_SHARE` are listed, most frequent first (and after the filter's codes when
+    some shards filtered and others did not)."""
+    found = [(name, st["languages"]) for name, st in ((stats or {}).get("stages") or {}).items()
+             if isinstance(st, dict) and st.get("languages")]
+    if not found:
+        return None
+    stage, langs = found[-1]
+    kept, observed = list(langs.get("kept") or []), {str(k): int(v) for k, v in (langs.get("observed") or {}).items()}
+    if not observed:
+        return ReleaseLanguages(stage=stage, codes=kept, filtered=True, min_share=None)
+    total = sum(observed.values())
+    frequent = [c for c, n in sorted(observed.items(), key=lambda kv: (-kv[1], kv[0])) if n / total >= LANGUAGE_MIN_SHARE]
+    return ReleaseLanguages(stage=stage, codes=list(dict.fromkeys(kept + frequent)), filtered=False, counts=observed,
+                            min_share=LANGUAGE_MIN_SHARE)
+
+
 class ReleaseManifest(_Model):
     format_version: int = FORMAT_VERSION
     blift_version: str
@@ -75,7 +108,8 @@ class ReleaseManifest(_Model):
     takedown_contact: str | None = None
     license: str = "other"
     pretty_name: str | None = None
-    languages: list[str] | None = Field(None, description="languages the clean stage kept (null: not filtered by language)")
+    languages: ReleaseLanguages | None = Field(
+        None, description="languages of the released comments as the run's clean stage recorded them (null: not recorded)")
     options: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="writer options that shaped the files (drop_raw, copy_media, ...)")
 

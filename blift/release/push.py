@@ -69,7 +69,6 @@ from blift.release.manifest import (
 from blift.retry import RetriesExhausted, backoff_delay, call_with_retries
 
 FINAL_FILES = ("README.md", MANIFEST_NAME)  # committed last, together
-TOP_FILES = ("README.md", MANIFEST_NAME, "stats.json")
 TOP_DIRS = ("media", "assets", "data")  # upload order of the folders: media before the rows that point at it
 PRUNED_DIRS = ("data", "media")
 SHARD_RE = re.compile(r"^data/(?P<config>[^/]+)/(?P<split>[^/]+?)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
@@ -177,9 +176,9 @@ def _inventory(release_dir: Path) -> dict[str, _Local]:
             ordered += [f for f in part if f.path.endswith(".parquet")]
         else:
             ordered += part
-        if top == "assets" and (release_dir / "stats.json").is_file():
-            p = release_dir / "stats.json"
-            ordered.append(_Local("stats.json", p, p.stat().st_size))
+        if top == "assets" and (release_dir / STATS_NAME).is_file():
+            p = release_dir / STATS_NAME
+            ordered.append(_Local(STATS_NAME, p, p.stat().st_size))
     for name in FINAL_FILES:
         p = release_dir / name
         if p.is_file():

@@ -66,7 +66,8 @@ _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _REDDIT_POST = re.compile(r"^t3_([a-z0-9]+)$", re.IGNORECASE)
 _REDDIT_COMMENT = re.compile(r"^t1_([a-z0-9]+)$", re.IGNORECASE)
 _STAGING = ".{name}.takedown-new-"
-_OLD = ".{name}.takedown-old-"
+_OLD_PREFIX = "takedown-old"  # the old release between the swap's two renames: .<name>.takedown-old-<pid>-<ns>
+_OLD = ".{name}." + _OLD_PREFIX + "-"
 #: Columns holding release-relative media paths (string or list of strings).
 _MEDIA_COLUMNS = ("media", "file_path", "keyframe_path")
 #: Columns a row is matched on (plus the media columns), read without the rest of the row.
@@ -414,7 +415,7 @@ def takedown(release_dir: Path, ids_file: Path, *, now: datetime | None = None, 
             expected = {name: {s: sf.rows for s, sf in cfg.splits.items()}
                         for name, cfg in read_manifest(stage).configs.items()}
             report.check = check_release(stage, expected, False)  # rows only: shards come from the writer's own code
-        _swap(stage, release_dir)
+        tables.swap_folder(stage, release_dir, old_prefix=_OLD_PREFIX)
     finally:
         shutil.rmtree(staging_parent, ignore_errors=True)
     report.recorded = True
@@ -528,17 +529,6 @@ def _link_tree(src: Path, dst: Path) -> None:
                 except OSError:
                     pass
             shutil.copy2(s, d)
-
-
-def _swap(stage: Path, release_dir: Path) -> None:
-    old = release_dir.parent / f"{_OLD.format(name=release_dir.name)}{os.getpid()}-{time.monotonic_ns()}"
-    os.rename(release_dir, old)
-    try:
-        os.rename(stage, release_dir)
-    except BaseException:
-        os.rename(old, release_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def recover(release_dir: Path) -> None:

@@ -12,12 +12,15 @@ Configs (defaults; ``configs=`` picks others):
 
 * ``instructions`` (default config) from ``instructions``; ``items`` from ``items_clean``;
   ``comments`` from ``comments_clean``.
-* ``scenes`` from ``scenes``, each scene joined with the per-scene replay value of its item's
-  heatmap (:mod:`blift.stages.instruct.replay`: ``replay_mean``, ``replay_peak``) and the words spoken in
-  it (``transcript``, aligned as the verbalization aligns them); ``videos`` from ``videos``. Both
-  are optional: left out when the run has no such dataset. Their rows are limited to the items the
-  release holds (``items_clean``): a video dropped by ``clean`` does not come back through them.
-  The added columns are declared, with their meaning, in :mod:`blift.release.features`.
+* ``scenes`` from ``scenes``, each scene joined with its row of the run's ``scene_behavior``
+  table, which the instruct stage writes (:mod:`blift.stages.instruct.scene_behavior`): the
+  per-scene replay values of its item's heatmap (``replay_mean``, ``replay_peak``) and the words
+  spoken in it (``transcript``), as the video records compute them. A run whose instruct stage
+  predates that table is refused with the command that writes it; ``videos`` from ``videos``.
+  Both are optional: left out when the run has no such dataset. Their rows are limited to the
+  items the release holds (``items_clean``): a video dropped by ``clean`` does not come back
+  through them. The added columns are declared, with their meaning, in
+  :mod:`blift.release.features` (the joined ones as ``schemas/scene_behavior.yaml`` declares them).
 
 Choices:
 
@@ -94,10 +97,10 @@ from blift.release.manifest import (
     ReleaseConfig,
     ReleaseManifest,
     SplitFiles,
+    languages_from_stats,
     write_manifest,
 )
-from blift.stages.instruct.replay import scene_replay
-from blift.stages.instruct.video_verbalize import align_speech
+from blift.stages.instruct.scene_behavior import DATASET as SCENE_BEHAVIOR
 
 __all__ = ["release", "write_split_shards", "check_release", "CheckResult", "ReleaseReport", "ReleaseError",
            "ReleaseCheckError", "DEFAULT_CONFIGS"]
@@ -332,8 +335,7 @@ class _Ctx:
     videos: VideosMode
     frame_shape: tuple[int, int, int] | None = None  # videos=frames: (C, H, W) of every frames file
     released_uids: set[str] | None = None  # items the release holds (None: no filter)
-    heatmaps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    transcripts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    scene_behavior: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)  # (uid, media, scene)
     embedded: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -407,23 +409,9 @@ def _frame_shape(shard_files: list[Path], run_dir: Path) -> tuple[int, int, int]
 
 
 def _scenes_rows(table: pa.Table, ctx: _Ctx, where: Path) -> pa.Table:
-    """Add per-scene replay (from the item's heatmap) and transcript text; place or embed keyframes."""
+    """Join each scene's replay values and transcript (the run's ``scene_behavior``); place or embed keyframes."""
     rows = table.to_pylist()
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[(r["uid"], r["media_index"])].append(i)
-    mean: list[float | None] = [None] * len(rows)
-    peak: list[float | None] = [None] * len(rows)
-    words: list[str | None] = [None] * len(rows)
-    for (uid, media_index), idx in groups.items():
-        idx.sort(key=lambda i: rows[i]["scene"])
-        spans = [(float(rows[i]["start_s"]), float(rows[i]["end_s"])) for i in idx]
-        for i, rep in zip(idx, scene_replay(ctx.heatmaps.get(uid), spans)):
-            mean[i], peak[i] = rep.mean, rep.peak
-        tr = ctx.transcripts.get((uid, media_index))
-        if tr is not None and tr.get("status") == "ok":
-            for i, said in zip(idx, align_speech(tr.get("segments"), spans)):
-                words[i] = " ".join(said)
+    joined = [_scene_behavior_of(ctx, r) for r in rows]
     keyframes: list[dict[str, Any] | None] = []
     paths: list[str | None] = []
     for r in rows:
@@ -440,13 +428,27 @@ def _scenes_rows(table: pa.Table, ctx: _Ctx, where: Path) -> pa.Table:
             keyframes.append(None)
             paths.append(ctx.copier.place(rel, record=record, where=where))
     table = _replace(table, "keyframe_path", paths)
-    for name, values, type_ in (("replay_mean", mean, pa.float64()), ("replay_peak", peak, pa.float64()),
-                                ("transcript", words, pa.string())):
-        table = table.append_column(pa.field(name, type_), pa.array(values, type=type_))
+    declared = schemas.get(SCENE_BEHAVIOR).arrow
+    for name in feats.SCENE_BEHAVIOR_COLUMNS:
+        type_ = declared.field(name).type
+        table = table.append_column(pa.field(name, type_), pa.array([j[name] for j in joined], type=type_))
     if ctx.images == "bytes":
         table = table.append_column(pa.field("keyframe", feats.IMAGE_STRUCT), pa.array(keyframes, type=feats.IMAGE_STRUCT))
         ctx.embedded["scenes.keyframe"] += sum(k is not None for k in keyframes)
     return table
+
+
+def _scene_behavior_of(ctx: _Ctx, scene: dict[str, Any]) -> dict[str, Any]:
+    """The ``scene_behavior`` row of one released scene; a scene without one means the instruct
+    stage ran before the scenes were (re)written, and joining nulls would hide that."""
+    key = (scene["uid"], scene["media_index"], scene["scene"])
+    found = ctx.scene_behavior.get(key)
+    if found is None:
+        raise ReleaseError(
+            f"{ctx.run_dir / SCENE_BEHAVIOR}: no row for scene {key[2]} of {key[0]}#{key[1]}, which the scenes table "
+            f"holds: the instruct stage ran before these scenes were written; run `blift run PIPELINE --stage "
+            f"instruct` to bring it up to date")
+    return found
 
 
 def _videos_rows(table: pa.Table, ctx: _Ctx, where: Path) -> pa.Table:
@@ -466,25 +468,29 @@ _TRANSFORMS: dict[str, Callable[[pa.Table, _Ctx, Path], pa.Table]] = {
 _FOLLOW_ITEMS = frozenset({"scenes", "videos", "transcripts", "media", "attributes", "captions", "frames"})
 
 
-def _load_scene_inputs(ctx: _Ctx, scene_files: list[Path], items_dir: Path, transcripts_dir: Path) -> None:
-    """Heatmaps and transcripts of the uids that have scenes, read column-wise and filtered."""
-    uids = set()
-    for path in scene_files:
-        uids.update(pq.read_table(path, columns=["uid"]).column("uid").to_pylist())
+def _load_scene_behavior(ctx: _Ctx, scene_files: list[Path]) -> None:
+    """The instruct stage's ``scene_behavior`` rows of the released items that have scenes.
+
+    A run whose instruct stage predates that table is refused (naming the folder and the command
+    that writes it) rather than released with empty replay and transcript columns; a release
+    without scenes of released items needs no such table."""
+    uids = _uids_of(scene_files)
+    if ctx.released_uids is not None:
+        uids &= ctx.released_uids
     if not uids:
         return
+    folder = ctx.run_dir / SCENE_BEHAVIOR
+    paths = tables.shard_paths(folder)
+    if not paths:
+        raise ReleaseError(
+            f"{folder}: no shards; the scenes config joins the per-scene replay values and transcripts that the "
+            f"instruct stage writes there, and this run's instruct stage predates that table: run "
+            f"`blift run PIPELINE --stage instruct` to bring it up to date")
     wanted = pa.array(sorted(uids), type=pa.string())
-    for path in tables.shard_paths(items_dir):
-        t = pq.read_table(path, columns=["uid", "heatmap"])
-        t = t.filter(pc.is_in(t.column("uid"), value_set=wanted))
-        for uid, heatmap in zip(t.column("uid").to_pylist(), t.column("heatmap").to_pylist()):
-            if heatmap and uid not in ctx.heatmaps:
-                ctx.heatmaps[uid] = heatmap
-    for path in tables.shard_paths(transcripts_dir):
-        t = pq.read_table(path, columns=["uid", "media_index", "status", "segments"])
-        t = t.filter(pc.is_in(t.column("uid"), value_set=wanted))
-        for row in t.to_pylist():
-            ctx.transcripts.setdefault((row["uid"], row["media_index"]), row)
+    for path in paths:
+        t = tables.read_shard(path, SCENE_BEHAVIOR)
+        for row in t.filter(pc.is_in(t.column("uid"), value_set=wanted)).to_pylist():
+            ctx.scene_behavior.setdefault((row["uid"], row["media_index"], row["scene"]), row)
 
 
 # --------------------------------------------------------------------------- release
@@ -555,7 +561,7 @@ def release(
             if schema_name == "instructions" and videos == "frames":
                 ctx.frame_shape = _frame_shape(shard_files, run_dir)
             if schema_name == "scenes":
-                _load_scene_inputs(ctx, shard_files, items_dir, run_dir / "transcripts")
+                _load_scene_behavior(ctx, shard_files)
             rows, files, dupes, left_out = _write_config(
                 name, shard_files, schema_name, tmp, ctx=ctx, uid_split=uid_split, facts=facts, drop_raw=drop_raw,
                 max_shard_bytes=max_shard_bytes, split_validation=split_validation, split_test=split_test)
@@ -588,12 +594,12 @@ def release(
             platforms=sorted(facts.platforms), collection_window=facts.window(), configs=ordered,
             images=images, videos=videos, media_files=report.media_files, media_bytes=report.media_bytes,
             max_shard_bytes=max_shard_bytes, takedown_contact=takedown_contact, license=license,
-            pretty_name=pretty_name or f"{out_dir.name} (BLIFT-style)")
+            pretty_name=pretty_name or f"{out_dir.name} (BLIFT-style)", languages=languages_from_stats(stats))
         report.manifest = manifest
         write_manifest(tmp, manifest)
         if stats is not None:
             shutil.copy2(run_dir / STATS_NAME, tmp / STATS_NAME)
-        _write_card(tmp, manifest, repo_hint=out_dir.name)
+        _write_card(tmp)
 
         inst = next((n for n, c in ordered.items() if c.schema_name == "instructions" and c.source == "instructions"),
                     None)
@@ -611,25 +617,16 @@ def release(
         raise
     readme = out_dir / "README.md"
     if tmp.name in readme.read_text(encoding="utf-8"):  # the card named the folder it was rendered in
-        _write_card(out_dir, manifest, repo_hint=out_dir.name)
+        _write_card(out_dir)
     return report
 
 
-def _write_card(release_dir: Path, manifest: ReleaseManifest, *, repo_hint: str) -> None:
-    """The card: ``card.write_card(release_dir)`` (renders from release.json + stats.json) when the
-    card module has it, else the minimal ``render_card(configs, ...)``."""
-    from blift.release import card
+def _write_card(release_dir: Path) -> None:
+    """The card, rendered from the folder's release.json and stats.json (imported here: the card
+    module brings Jinja2 and matplotlib, which importing the writer should not cost)."""
+    from blift.release.card import write_card
 
-    write_card = getattr(card, "write_card", None)
-    if write_card is not None:
-        write_card(release_dir)
-        return
-    card_list = [card.CardConfig(name=n, source=c.source, schema=c.schema_name,  # type: ignore[attr-defined]
-                                 rows={s: f.rows for s, f in c.splits.items()}, default=c.default)
-                 for n, c in manifest.configs.items()]
-    text = card.render_card(card_list, pretty_name=manifest.pretty_name, license=manifest.license,  # type: ignore[call-arg]
-                            repo_hint=repo_hint)
-    tables.atomic_write_bytes(release_dir / "README.md", text.encode())
+    write_card(release_dir)
 
 
 def _read_stats(run_dir: Path) -> dict[str, Any] | None:

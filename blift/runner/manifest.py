@@ -3,22 +3,18 @@
 A manifest is written last, after the shard's outputs were renamed into place. It records what
 went in (a fingerprint of each input shard), which stage version and config hash produced it,
 and what came out (rows, counts by reason and class). A rerun skips a shard whose manifest
-matches; a changed config, stage version or input redoes it.
+matches; a changed config, stage version or input, or an output the stage gained, redoes it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from blift import storage
 from blift.storage import RunPath
 from blift.tables import atomic_write_bytes
-
-
-def file_fingerprint(path: RunPath) -> str | None:
-    """The content fingerprint of an input shard (None when missing): see :func:`blift.storage.fingerprint`."""
-    return storage.fingerprint(path)
 
 
 def write_manifest(path: RunPath, manifest: dict[str, Any]) -> None:
@@ -52,15 +48,22 @@ def matches(
     stage_version: int,
     config_hash: str,
     inputs: dict[str, str | None],
+    outputs: Sequence[str] = (),
     listing: storage.Listing | None = None,
 ) -> bool:
-    """True when the shard was produced by this stage version and config from these inputs
-    and every output it lists is still there (looked up in ``listing`` when given)."""
+    """True when the shard was produced by this stage version and config from these inputs,
+    its manifest lists every file in ``outputs`` (what the stage writes now: a stage that gained
+    an output redoes the shards written before it had it, without a version bump that would
+    call its unchanged outputs changed) and every output it lists is still there (looked up in
+    ``listing`` when given)."""
     if not manifest:
         return False
     if manifest.get("stage_version") != stage_version or manifest.get("config_hash") != config_hash:
         return False
     if manifest.get("inputs") != inputs:
         return False
+    listed = manifest.get("output_files", [])
+    if not set(outputs) <= set(listed):
+        return False
     exists = listing.exists if listing is not None else (lambda path: path.exists())
-    return all(exists(run_dir / p) for p in manifest.get("output_files", []))
+    return all(exists(run_dir / p) for p in listed)

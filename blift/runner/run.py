@@ -34,6 +34,7 @@ from blift.runner.worker import (
     StageSpec,
     build_stage,
     input_path,
+    output_files,
 )
 from blift.stage import Stage, StreamStage
 from blift.storage import RunPath, run_path
@@ -108,7 +109,7 @@ def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry
     for shard, manifest in zip(shards, manifests):
         fps = {d: listing.fingerprint(input_path(run_dir, spec, d, shard)) for d in stage_cls.inputs}
         ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash,
-                     inputs=fps, listing=listing)
+                     inputs=fps, outputs=output_files(stage_cls, spec, shard), listing=listing)
         if ok and retry_failed and manifest["summary"]["errors"].get("transient"):
             todo.append(ShardTask(shard, fps, retry_failed=True))
         elif ok:

@@ -25,6 +25,7 @@ def stage_stats(run_dir: RunPath, stage: str, shards: list[str] | None = None) -
     dropped: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     counters: Counter[str] = Counter()
+    languages: list[dict[str, Any]] = []
     records_in = 0
     seconds = 0.0
     done = 0
@@ -39,8 +40,10 @@ def stage_stats(run_dir: RunPath, stage: str, shards: list[str] | None = None) -
         dropped.update(summary["dropped"])
         errors.update(summary["errors"])
         counters.update(summary.get("counters", {}))
+        if summary.get("languages"):
+            languages.append(summary["languages"])
         seconds += summary["seconds"]
-    return {
+    stats = {
         "shards": len(names),
         "shards_done": done,
         "records_in": records_in,
@@ -51,6 +54,25 @@ def stage_stats(run_dir: RunPath, stage: str, shards: list[str] | None = None) -
         "seconds": round(seconds, 3),
         "seconds_per_record": round(seconds / records_in, 6) if records_in else None,
     }
+    merged = merge_languages(languages)
+    if merged:  # only stages that record languages get the key
+        stats["languages"] = merged
+    return stats
+
+
+def merge_languages(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stage's languages over its shards: ``kept`` lists joined in order (one config gives
+    one list), ``observed`` counts summed, most frequent first; a key only when a shard has it."""
+    kept = list(dict.fromkeys(code for s in shards for code in s.get("kept") or []))
+    observed: Counter[str] = Counter()
+    for s in shards:
+        observed.update(s.get("observed") or {})
+    out: dict[str, Any] = {}
+    if kept:
+        out["kept"] = kept
+    if observed:
+        out["observed"] = dict(sorted(observed.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
 
 
 def write_stats(run_dir: RunPath, pipeline: str, stages: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -69,6 +69,7 @@ class ShardSummary:
     seconds: float = 0.0
     reused_records: int = 0
     describe: str = ""
+    languages: dict[str, Any] | None = None  # the stage's Languages, as plain JSON
 
 
 _STAGE: Stage | None = None
@@ -283,7 +284,8 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
 
 def _write_outputs(stage: Stage, spec: StageSpec, task: ShardTask, result: StageResult) -> ShardSummary:
     run_dir = run_path(spec.run_dir)
-    summary = ShardSummary(shard=task.shard, records_in=result.records_in, counters=dict(result.counters))
+    summary = ShardSummary(shard=task.shard, records_in=result.records_in, counters=dict(result.counters),
+                           languages=asdict(result.languages) if result.languages is not None else None)
     unknown = set(result.tables) - set(stage.outputs)
     if unknown:
         raise ValueError(f"stage {stage.name} returned undeclared output(s) {sorted(unknown)}")
@@ -315,7 +317,8 @@ def _write_outputs(stage: Stage, spec: StageSpec, task: ShardTask, result: Stage
     return summary
 
 
-def output_files(stage: Stage, spec: StageSpec, shard: str) -> list[str]:
+def output_files(stage: Stage | type[Stage], spec: StageSpec, shard: str) -> list[str]:
+    """The files one shard of the stage writes (its outputs, dropped and errors), run-relative."""
     run_dir = run_path(spec.run_dir)
     paths = [layout.shard_path(run_dir, spec.outputs[d], shard) for d in stage.outputs]
     paths += [layout.dropped_path(run_dir, stage.name, shard), layout.errors_path(run_dir, stage.name, shard)]

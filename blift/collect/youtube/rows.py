@@ -22,9 +22,6 @@ from blift.errors import InvalidRecord
 from blift.ids import author_hash, author_kind, author_salt, pack_raw, utc_from_epoch
 
 YOUTUBE = "youtube"
-# Categories the BLIFT paper reports leaving out (gaming, news, music...): pass these (or your own)
-# as ``exclude_categories``; the default keeps every category so nothing is dropped silently.
-PAPER_EXCLUDED_CATEGORIES = ("Gaming", "News & Politics", "Music")
 PUBLIC_AVAILABILITY = frozenset({"public", "unlisted"})
 _RAW_DROP = ("formats", "requested_formats", "requested_downloads", "thumbnails", "http_headers", "url",
              "manifest_url", "fragments", "fragment_base_url", "comments", "requested_subtitles", "filepath",
@@ -40,7 +37,7 @@ class Rules:
     """Selection applied to the metadata before any file is fetched."""
 
     min_views: int | None = 10_000  # keep videos with at least this many views (the paper: >10k)
-    exclude_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()  # none by default, so nothing is dropped silently
     drop_age_limited: bool = True  # age_limit >= 18
     drop_not_public: bool = True  # availability private / needs_auth / subscriber_only / premium_only
     max_duration_s: float | None = None

@@ -13,6 +13,11 @@ later rule only on the survivors of the earlier ones:
    the comment it names as kept is itself in the output.
 
 Kept rows are the input rows unchanged (``raw`` included), in input order.
+
+The stage records the languages of what it kept (:class:`blift.stage.Languages`, merged into
+``stats.json`` by the runner, read by ``blift release``): its ``languages`` list when it filters
+by language; with the filter off (``languages: []``), the codes the identifier finds on the
+comments it kept, with counts ("und", no letters to go by, is not a language and is not counted).
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from pydantic import Field
 from blift import schemas
 from blift.ids import unpack_raw
 from blift.models import devices
-from blift.models.langid import LanguageIdentifier, detect_all, make_identifier
+from blift.models.langid import UNDETERMINED, LanguageIdentifier, detect_all, make_identifier
 from blift.models.toxicity import ToxicityScorer, make_scorer, score_all
-from blift.stage import ShardInput, Stage, StageConfig, StageResult
+from blift.stage import Languages, ShardInput, Stage, StageConfig, StageResult
 from blift.stages.clean.near_duplicates import find_duplicates, normalize_texts
 from blift.stages.clean.text_rules import DEFAULT_BOT_PHRASES, RuleConfig, apply_rules
 from blift.storage import RunPath
@@ -89,8 +94,7 @@ class CleanStage(Stage):
 
     def setup(self) -> None:
         cfg = self.config
-        if cfg.languages:
-            self.identifier = make_identifier(cfg.language_backend)
+        self.identifier = make_identifier(cfg.language_backend)  # filters, or observes what is kept
         if cfg.toxicity_backend == "detoxify":
             device = devices.pick_device(cfg.device, where="clean: device")
             self.scorer = make_scorer("detoxify", checkpoint=cfg.detoxify_checkpoint, device=device,
@@ -101,7 +105,7 @@ class CleanStage(Stage):
 
     def describe(self) -> str:
         cfg = self.config
-        lang = f"{cfg.language_backend} {cfg.languages}" if cfg.languages else "off"
+        lang = f"{cfg.language_backend} {cfg.languages}" if cfg.languages else f"off, observed by {cfg.language_backend}"
         tox = "off" if cfg.toxicity_backend == "none" else f"{cfg.toxicity_backend}>={cfg.toxicity_threshold}"
         if cfg.toxicity_backend == "detoxify" and self.scorer is not None:
             tox += f" on {getattr(self.scorer, 'device', '?')}"
@@ -140,7 +144,7 @@ class CleanStage(Stage):
 
     # --------------------------------------------------------------- comments
     def process(self, shard: ShardInput) -> StageResult:
-        if self.scorer is None or (self.config.languages and self.identifier is None):
+        if self.scorer is None or self.identifier is None:
             self.setup()
         where = f"clean {shard.shard_id}: "
         items = schemas.get("items").conform(shard.tables["items"], where=where)
@@ -183,12 +187,15 @@ class CleanStage(Stage):
             "comments_in": comments.num_rows, "comments_out": comments_out.num_rows,
         })
         clock.lap("output")
+        languages = self._kept_languages(v)
+        clock.lap("languages")
         self.timings = clock.laps
         return StageResult(
             tables={"items_clean": items_out, "comments_clean": comments_out},
             records_in=items.num_rows + comments.num_rows,
             dropped=dropped,
             counters=dict(counters),
+            languages=languages,
         )
 
     def _rules(self, v: _Verdicts) -> None:
@@ -235,6 +242,17 @@ class CleanStage(Stage):
                 hits.append(i)
                 details.append(f"{code} ({conf:.2f} < {cfg.min_language_confidence})")
         v.drop(hits, "language", details)
+
+    def _kept_languages(self, v: _Verdicts) -> Languages:
+        """What the release card lists: the filter's codes, or (no filter) those found on the kept comments."""
+        cfg = self.config
+        if cfg.languages:
+            return Languages(kept=list(cfg.languages))
+        assert self.identifier is not None, "setup() makes the identifier"
+        alive = v.alive()
+        found = Counter(code for code, _ in detect_all(self.identifier, v.take(v.texts, alive), cfg.batch_size))
+        found.pop(UNDETERMINED, None)
+        return Languages(observed=dict(sorted(found.items())))
 
     def _toxicity(self, v: _Verdicts) -> None:
         """One batched scorer pass over the survivors."""

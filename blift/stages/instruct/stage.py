@@ -1,6 +1,9 @@
 """The ``instruct`` stage: image posts and videos to instruction records (behavior + content control).
 
-One stage writes the one ``instructions`` table. Items are dispatched by ``media_kind``:
+The stage writes the ``instructions`` table and, beside it, ``scene_behavior``: each scene's
+replay values and words (:mod:`blift.stages.instruct.scene_behavior`, the same functions the
+video records use), for every item with ``scenes`` rows, so the release joins them instead of
+recomputing them. Items are dispatched by ``media_kind``:
 ``image`` / ``gallery`` take the image path described here; ``video`` takes the video path of
 :mod:`blift.stages.instruct.video_records` (scene-by-scene verbalization, replay targets, a token
 budget); any other kind is dropped (``not_image``: neither image nor video).
@@ -51,6 +54,7 @@ from blift import schemas
 from blift.errors import ConfigError, ErrorClass, InvalidRecord
 from blift.ids import split_of
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stages.instruct.scene_behavior import scene_behavior_rows
 from blift.stages.instruct.templates import (
     MissingValue,
     Template,
@@ -142,7 +146,7 @@ class InstructStage(Stage):
     inputs = {"items_clean": "items", "comments_clean": "comments", "media": "media", "attributes": "attributes",
               "videos": "videos", "scenes": "scenes", "transcripts": "transcripts", "captions": "captions",
               "frames": "frames"}
-    outputs = {"instructions": "instructions"}
+    outputs = {"instructions": "instructions", "scene_behavior": "scene_behavior"}
     resources = "cpu"
     Config = InstructConfig
 
@@ -213,8 +217,8 @@ class InstructStage(Stage):
         attributes = _by_uid(self._rows(shard, "attributes"))
         comments = _by_uid(self._rows(shard, "comments_clean", _COMMENT_COLUMNS))
         captions = _by_uid(self._rows(shard, "captions", _CAPTION_COLUMNS))
-        has_video = any(i.get("media_kind") == "video" for i in items)
-        # video-only inputs are only converted when the shard holds a video
+        has_video = any(i.get("media_kind") == "video" for i in items) or _has_rows(shard, "scenes")
+        # video-only inputs are only converted when the shard holds a video (or scenes of some item)
         videos = {v["uid"]: v for v in self._rows(shard, "videos", _VIDEO_COLUMNS)} if has_video else {}
         scenes = _by_uid(self._rows(shard, "scenes")) if has_video else {}
         transcripts = _by_uid(self._rows(shard, "transcripts", _TRANSCRIPT_COLUMNS)) if has_video else {}
@@ -222,10 +226,15 @@ class InstructStage(Stage):
         rows: list[dict[str, Any]] = []
         dropped: list[dict[str, Any]] = []
         errors: list[RecordFailure] = []
+        behavior: list[dict[str, Any]] = []
+        behavior_done: set[str] = set()  # an item listed twice gets its scenes' rows once
         counters: dict[str, int] = defaultdict(int)
         for item in items:
             uid = item["uid"]
             kind = item.get("media_kind")
+            if uid in scenes and uid not in behavior_done:  # records or not: the release shows every scene
+                behavior_done.add(uid)
+                behavior += scene_behavior_rows(uid, item.get("heatmap"), scenes[uid], transcripts.get(uid, []))
             try:
                 if kind in IMAGE_KINDS:
                     records, reason, detail = self._item(item, media.get(uid, []), attributes.get(uid, []),
@@ -254,9 +263,10 @@ class InstructStage(Stage):
                 check_record(rec)  # an invalid record here is a bug: stop loudly
                 counters[rec["task"]] += 1
             rows.extend(records)
-        table = schemas.get("instructions").from_rows(rows, where=f"{self.name} shard {shard.shard_id}: ")
-        return StageResult(tables={"instructions": table}, records_in=len(items), dropped=dropped,
-                           errors=errors, counters=dict(counters))
+        where = f"{self.name} shard {shard.shard_id}: "
+        out = {"instructions": schemas.get("instructions").from_rows(rows, where=where),
+               "scene_behavior": schemas.get("scene_behavior").from_rows(behavior, where=where)}
+        return StageResult(tables=out, records_in=len(items), dropped=dropped, errors=errors, counters=dict(counters))
 
     @staticmethod
     def _rows(shard: ShardInput, dataset: str, columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -386,6 +396,12 @@ class InstructStage(Stage):
             "comment_scores": [c.get("score") for c, _ in top],
         }
         return values, targets
+
+
+def _has_rows(shard: ShardInput, dataset: str) -> bool:
+    """Whether an input holds rows (one the pipeline does not produce is absent or empty)."""
+    table = shard.tables.get(dataset)
+    return table is not None and table.num_rows > 0
 
 
 def _by_uid(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from blift.errors import InvalidRecord
 from blift.ids import split_of
 from blift.stages.instruct.replay import most_replayed, scene_replay
+from blift.stages.instruct.scene_behavior import scene_spans
 from blift.stages.instruct.templates import Template, placeholders_of
 from blift.stages.instruct.token_budget import Fitted, TokenCounter, fit
 from blift.stages.instruct.verbalize import format_count, tidy
@@ -160,7 +161,7 @@ class VideoRecords:
             captions=[c for c in rows.captions if c.get("media_index") == index],
             attributes=[a for a in rows.attributes if a.get("media_index") == index],
         )
-        spans = [(float(s["start_s"]), float(s["end_s"])) for s in scenes]
+        spans = scene_spans(scenes)
         duration = duration or spans[-1][1]
         context: dict[str, Any] = {
             "channel": tidy(item.get("community") or video.get("channel_name")) or None,
