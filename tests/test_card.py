@@ -201,6 +201,7 @@ def _copy_release(out: Path, dest: Path) -> Path:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_front_matter_parses_and_every_config_loads_with_its_features(built):
     base, out, written = built
     meta, _ = _split_card((out / "README.md").read_text())

@@ -11,16 +11,12 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from blift import tables
 from blift.export import (
     ExportError,
     ExportValidationError,
@@ -28,153 +24,7 @@ from blift.export import (
     validate_export,
 )
 from blift.export.validate import SYSTEM, count_tokens
-from blift.ids import author_hash
-from blift.release.writer import release
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "gray": (128, 128, 128)}
-
-
-# --------------------------------------------------------------------------- a small release
-
-
-@dataclass
-class Post:
-    """One item of the test release and what it is made of."""
-
-    uid: str
-    author: str
-    kind: str  # image or video
-    media: str  # run-relative path of its media file
-    split: str = "train"
-    commenters: tuple[str, ...] = ()
-
-    @property
-    def item_id(self) -> str:
-        return self.uid.split(":", 1)[1]
-
-    def comment_text(self, j: int) -> str:
-        return f"comment {j} by {self.commenters[j]} on {self.item_id}"
-
-
-@dataclass
-class Built:
-    run: Path
-    release: Path
-    posts: list[Post]
-    instructions: list[dict[str, Any]] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    comments: list[dict[str, Any]] = field(default_factory=list)
-
-    def post(self, uid: str) -> Post:
-        return next(p for p in self.posts if p.uid == uid)
-
-    def record_ids(self, split: str | None = None) -> list[str]:
-        return [r["id"] for r in self.instructions if split is None or r["split"] == split]
-
-
-def _image(path: Path, colour: str, size: tuple[int, int] = (64, 48)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, COLOURS[colour]).save(path, format="JPEG", quality=90)
-
-
-def _frames(path: Path, n: int, side: int, colour: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.zeros((n, 3, side, side), dtype=np.uint8)
-    arr[:] = np.asarray(COLOURS[colour], dtype=np.uint8)[None, :, None, None]
-    np.save(path, arr)
-
-
-def default_posts(with_mp4: bool) -> list[Post]:
-    posts = [
-        Post("reddit:img0", "alice", "image", "media/aa/img0.jpg", commenters=("bob", "carol")),
-        Post("reddit:img1", "bob", "image", "media/bb/img1.jpg", commenters=("alice", "dave")),
-        Post("reddit:img2", "carol", "image", "media/cc/shared.jpg", commenters=("dave", "erin")),
-        Post("reddit:img3", "dave", "image", "media/cc/shared.jpg", split="test", commenters=("erin", "bob")),
-        Post("youtube:vid0aaaaaaa", "erin", "video", "frames/dd/vid0.npy", commenters=("frank", "gina")),
-        Post("youtube:vid1bbbbbbb", "frank", "video", "frames/ee/vid1.npy", commenters=("gina", "alice")),
-    ]
-    if with_mp4:
-        posts.append(Post("youtube:vid2ccccccc", "gina", "video", "media/ff/vid2.mp4", commenters=("bob", "erin")))
-    return posts
-
-
-def _conversations(post: Post, task: str) -> list[dict[str, str]]:
-    what = "image" if post.kind == "image" else "video"
-    human = f"<image>\nThis {what} was posted as {post.item_id}. Describe it."
-    if task == "content":
-        return [{"from": "human", "value": human}, {"from": "gpt", "value": f"A plain {what} called {post.item_id}."}]
-    quoted = "\n".join(f"{j + 1}. {post.comment_text(j)}" for j in range(len(post.commenters)))
-    return [{"from": "human", "value": human + " How did people react?"},
-            {"from": "gpt", "value": f"It got {len(post.item_id) * 7} upvotes. Top comments:\n{quoted}"}]
-
-
-def _mp4(path: Path) -> None:
-    from video_factory import Segment, make_video, require_tools
-
-    require_tools("ffmpeg")
-    make_video(path, [Segment("color=c=red", 25), Segment("color=c=blue", 38)], fps=25.0)
-
-
-def write_run(run: Path, posts: list[Post], *, broken: dict[str, list[dict[str, str]]] | None = None,
-              side: int | None = None, video_files: dict[str, str] | None = None) -> Built:
-    """A run folder as the pipeline leaves it (items_clean, comments_clean, instructions, media).
-
-    Frames are 224 px except vid1's (112 px, to be resized), or all ``side`` px when given.
-    ``video_files`` (uid -> run path) adds a ``videos`` dataset naming an mp4 for those videos.
-    """
-    built = Built(run=run, release=run.parent / "release", posts=posts)
-    for n, post in enumerate(posts):
-        src = run / post.media
-        if not src.exists():
-            if post.kind == "image":
-                _image(src, "gray" if "shared" in post.media else "green")
-            elif post.media.endswith(".npy"):
-                _frames(src, 3, side or (112 if post.uid.startswith("youtube:vid1") else 224), "blue")
-            else:
-                _mp4(src)
-        platform = post.uid.split(":")[0]
-        built.items.append({
-            "uid": post.uid, "platform": platform, "item_id": post.item_id, "source": "api",
-            "title": f"Post {post.item_id}", "community": "pics", "author_hash": author_hash(post.author),
-            "collected_at": T0, "created_at": T0 + timedelta(hours=n), "media_kind": post.kind, "score": 10,
-            "num_comments": 2})
-        for j, who in enumerate(post.commenters):
-            built.comments.append({
-                "uid": post.uid, "platform": platform, "comment_id": f"{post.item_id}c{j}", "depth": 0,
-                "text": post.comment_text(j), "score": 5 - j, "author_hash": author_hash(who), "collected_at": T0})
-        for task in ("behavior", "content"):
-            rid = f"{post.uid}:{task}"
-            conv = (broken or {}).get(rid) or _conversations(post, task)
-            targets = None if task == "content" else {
-                "score": 10, "comments": [post.comment_text(j) for j in range(len(post.commenters))]}
-            built.instructions.append({
-                "id": rid, "uid": post.uid, "platform": platform, "task": task, "template": f"{platform}_{task}",
-                "template_version": 1, "media_kind": post.kind, "media": [post.media], "conversations": conv,
-                "targets": targets, "split": post.split, "collected_at": T0})
-    if video_files:
-        rows = []
-        for uid, rel in video_files.items():
-            if not (run / rel).exists():
-                _mp4(run / rel)
-            rows.append({"uid": uid, "file_status": "ok", "file_path": rel, "duration_s": 2.52})
-        tables.write_rows(run / "videos" / "part-00000.parquet", rows, "videos")
-    tables.write_rows(run / "items_clean" / "part-00000.parquet", built.items, "items")
-    tables.write_rows(run / "comments_clean" / "part-00000.parquet", built.comments, "comments")
-    tables.write_rows(run / "instructions" / "part-00000.parquet", built.instructions, "instructions")
-    return built
-
-
-def make_release(base: Path, *, with_mp4: bool = False, check: bool = False,
-                 broken: dict[str, list[dict[str, str]]] | None = None, side: int | None = None,
-                 **options: Any) -> Built:
-    """A release of the default posts; ``with_mp4`` adds vid2 (an mp4 record) and a ``videos``
-    config naming an mp4 for vid0 and vid2. ``options`` go to the writer (images=, videos=...)."""
-    video_files = {"youtube:vid0aaaaaaa": "media/ff/vid0.mp4", "youtube:vid2ccccccc": "media/ff/vid2.mp4"}
-    built = write_run(base / "run", default_posts(with_mp4), broken=broken, side=side,
-                      video_files=video_files if with_mp4 else None)
-    release(built.run, built.release, check=check, check_stats=False, **options)
-    return built
+from release_runs import COLOURS, Built, make_release
 
 
 def word_tokenizer(folder: Path, texts: list[str]) -> Path:

@@ -24,10 +24,8 @@ import pytest
 from blift.errors import CredentialError
 from blift.release.push import PushError, push_release
 from blift.release.writer import release
-
-sys.path.insert(0, str(Path(__file__).parent))
+from release_runs import build_run, uids_covering_all_splits
 from servers.hub_server import HubServer  # noqa: E402
-from test_release import _uids_covering_all_splits, build_run  # noqa: E402
 
 TOKEN = "hf_test_token"
 FAST_RETRY = {"attempts": 3, "initial_s": 0.01, "max_s": 0.05}
@@ -111,7 +109,7 @@ def hub():
 @pytest.fixture(scope="module")
 def small_release(tmp_path_factory):
     base = tmp_path_factory.mktemp("push-rel")
-    uids = _uids_covering_all_splits({"train": 8, "validation": 2, "test": 2})
+    uids = uids_covering_all_splits({"train": 8, "validation": 2, "test": 2})
     return make_release(base, "rel", uids)
 
 
@@ -199,7 +197,7 @@ def test_interrupted_push_resumes_without_sending_anything_twice(hub, small_rele
 @pytest.mark.slow
 def test_append_renumbers_every_shard_of_the_split_in_one_commit(hub, tmp_path):
     repo = "tester/blift-append"
-    uids = _uids_covering_all_splits({"train": 12, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 12, "validation": 0, "test": 0})
     first = make_release(tmp_path, "first", uids[:6], max_shard_bytes=1500)
     later = make_release(tmp_path, "later", uids[6:], max_shard_bytes=1500)
     configs = sorted(json.loads((first / "release.json").read_text())["configs"])
@@ -293,7 +291,7 @@ def test_private_flag_reaches_the_hub_and_is_never_downgraded(hub, small_release
 @pytest.mark.slow
 def test_superseded_shards_always_go_and_prune_deletes_what_the_release_dropped(hub, tmp_path):
     repo = "tester/blift-prune"
-    uids = _uids_covering_all_splits({"train": 10, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 10, "validation": 0, "test": 0})
     rel = make_release(tmp_path, "rel", uids, max_shard_bytes=1500)
     push(hub, rel, repo, tmp_path)
     before = set(hub.repo(repo).files())

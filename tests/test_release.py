@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -20,81 +19,12 @@ import pytest
 import yaml
 
 from blift import schemas, tables
-from blift.ids import pack_raw, split_of
+from blift.ids import split_of
 from blift.release.writer import ReleaseCheckError, ReleaseError, check_release, release
-from blift.stage import ShardInput
 from blift.stages.instruct.scene_behavior import scene_behavior_rows
-from blift.stages.instruct.stage import InstructStage
+from release_runs import T0, build_run, jpeg_for, uids_covering_all_splits
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 SHARD_NAME = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
-
-
-def _uids_covering_all_splits(per_split: dict[str, int]) -> list[str]:
-    """Deterministic uids, enough of each split (found by hashing, not hard-coded)."""
-    want, out, i = dict(per_split), [], 0
-    while any(want.values()):
-        uid = f"reddit:r{i}"
-        split = split_of(uid)
-        if want[split]:
-            want[split] -= 1
-            out.append(uid)
-        i += 1
-    return out
-
-
-def _rows_for(uid: str, n_comments: int) -> tuple[dict, list[dict], dict, dict]:
-    item_id = uid.split(":")[1]
-    item = {"uid": uid, "platform": "reddit", "item_id": item_id, "source": "api", "title": f"Post {item_id}",
-            "community": "pics", "collected_at": T0, "media_kind": "image", "score": len(uid) * 17,
-            "upvote_ratio": 0.9, "num_comments": n_comments, "raw": pack_raw({"id": item_id, "author": "someone"})}
-    comments = [{"uid": uid, "platform": "reddit", "comment_id": f"{item_id}c{j}", "depth": 0,
-                 "text": f"comment {j} on {item_id}", "score": 10 - j, "collected_at": T0,
-                 "raw": pack_raw({"body": j})} for j in range(n_comments)]
-    media = {"uid": uid, "index": 0, "url": f"https://i.example/{item_id}.jpg", "status": "ok",
-             "path": f"media/ab/{item_id}.jpg", "mime": "image/jpeg", "width": 640, "height": 480}
-    attrs = {"uid": uid, "media_index": 0, "scene": None, "orientation": "landscape", "width": 640, "height": 480,
-             "colors": [{"name": "Sky_Blue", "fraction": 0.6}], "tone": "cool", "complexity": "medium",
-             "ocr_text": "", "caption": None}
-    return item, comments, media, attrs
-
-
-def jpeg_for(uid: str) -> bytes:
-    """A small real JPEG whose size and colour depend on the uid (so decoding can be checked)."""
-    n = sum(uid.encode())
-    buf = io.BytesIO()
-    PIL.Image.new("RGB", (8 + n % 9, 6 + n % 5), (n % 256, 40, 200)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def build_run(run: Path, uids: list[str], shards: int = 2, **stage_config: Any) -> dict[str, Any]:
-    """A run folder as the pipeline leaves it: items_clean, comments_clean, instructions, media files."""
-    written: dict[str, list[dict]] = {"items": [], "comments": [], "instructions": []}
-    for s in range(shards):
-        part = [u for i, u in enumerate(uids) if i % shards == s]
-        rows = [_rows_for(u, 1 + i % 4) for i, u in enumerate(part)]
-        items = [r[0] for r in rows]
-        comments = [c for r in rows for c in r[1]]
-        tbl = {
-            "items_clean": schemas.get("items").from_rows(items),
-            "comments_clean": schemas.get("comments").from_rows(comments),
-            "media": schemas.get("media").from_rows([r[2] for r in rows]),
-            "attributes": schemas.get("attributes").from_rows([r[3] for r in rows]),
-        }
-        stage = InstructStage(InstructStage.Config(**{"top_k_comments": 3, **stage_config}), run)
-        stage.setup()
-        result = stage.process(ShardInput(f"part-{s:05d}", tbl, run))
-        name = f"part-{s:05d}.parquet"
-        tables.write_shard(run / "items_clean" / name, tbl["items_clean"], "items")
-        tables.write_shard(run / "comments_clean" / name, tbl["comments_clean"], "comments")
-        tables.write_shard(run / "instructions" / name, result.tables["instructions"], "instructions")
-        for r in rows:
-            (run / r[2]["path"]).parent.mkdir(parents=True, exist_ok=True)
-            (run / r[2]["path"]).write_bytes(jpeg_for(r[0]["uid"]))
-        written["items"] += items
-        written["comments"] += comments
-        written["instructions"] += result.tables["instructions"].to_pylist()
-    return written
 
 
 def front_matter(readme: Path) -> dict[str, Any]:
@@ -110,12 +40,13 @@ def load(out: Path, config: str) -> datasets.DatasetDict:
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     base = tmp_path_factory.mktemp("rel")
-    uids = _uids_covering_all_splits({"train": 10, "validation": 2, "test": 2})
+    uids = uids_covering_all_splits({"train": 10, "validation": 2, "test": 2})
     written = build_run(base / "run", uids)
     report = release(base / "run", base / "out")
     return base / "out", written, report
 
 
+@pytest.mark.slow
 def test_layout_names_and_card(released):
     out, written, report = released
     expected = Counter(r["split"] for r in written["instructions"])
@@ -172,7 +103,7 @@ def test_load_dataset_reads_every_config_and_nested_columns_round_trip(released)
 
 
 def test_tiny_shards_are_numbered_and_raw_round_trips(tmp_path):
-    uids = _uids_covering_all_splits({"train": 12, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 12, "validation": 0, "test": 0})
     written = build_run(tmp_path / "run", uids, shards=3)
     report = release(tmp_path / "run", tmp_path / "out", max_shard_bytes=1000, drop_raw=False,
                      configs={"instructions": "instructions", "items": "items_clean"}, check=False)
@@ -191,7 +122,7 @@ def test_tiny_shards_are_numbered_and_raw_round_trips(tmp_path):
 
 
 def test_release_replaces_an_existing_one_atomically(tmp_path):
-    uids = _uids_covering_all_splits({"train": 4, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 4, "validation": 0, "test": 0})
     build_run(tmp_path / "run", uids)
     out = tmp_path / "out"
     release(tmp_path / "run", out, check=False)
@@ -218,6 +149,7 @@ def test_check_names_config_and_split_on_a_mismatch(released):
         check_release(out, wrong, streaming=False)  # streamed counts: test_streaming_counts_equal_what_was_written
 
 
+@pytest.mark.slow
 def test_items_and_comments_follow_the_instruction_splits(tmp_path):
     """With non-default split fractions in the instruct stage, items/comments still match their records."""
     uids = [f"reddit:f{i}" for i in range(24)]
@@ -232,7 +164,7 @@ def test_items_and_comments_follow_the_instruction_splits(tmp_path):
 
 
 def test_an_empty_config_is_left_out(tmp_path):
-    uids = _uids_covering_all_splits({"train": 2, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 2, "validation": 0, "test": 0})
     build_run(tmp_path / "run", uids)
     tables.write_shard(tmp_path / "run" / "none" / "part-00000.parquet", schemas.get("comments").empty(), "comments")
     report = release(tmp_path / "run", tmp_path / "out", configs={"instructions": "instructions", "nothing": "none"},
@@ -245,7 +177,7 @@ def test_an_empty_config_is_left_out(tmp_path):
 
 
 def test_refusals(tmp_path):
-    uids = _uids_covering_all_splits({"train": 2, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 2, "validation": 0, "test": 0})
     build_run(tmp_path / "run", uids)
     with pytest.raises(ReleaseError, match="comments_nope"):
         release(tmp_path / "run", tmp_path / "out", configs={"comments": "comments_nope"}, check=False)
@@ -261,7 +193,7 @@ def test_refusals(tmp_path):
 def test_a_post_collected_by_two_requests_is_released_once(tmp_path):
     """The same post listed by two requests (top and hot) lands in two shards; the release keeps
     the first and reports how many repeats it left out."""
-    uids = _uids_covering_all_splits({"train": 6, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 6, "validation": 0, "test": 0})
     build_run(tmp_path / "run", uids, shards=2)
     run = tmp_path / "run"
     for dataset, schema in (("instructions", "instructions"), ("items_clean", "items"), ("comments_clean", "comments")):
@@ -374,7 +306,7 @@ def write_stats(run: Path, instruct_out: int, hashes: dict[str, str] | None = No
 def video_release(tmp_path_factory):
     """Images and videos, released with image bytes and frame arrays, fully checked."""
     base = tmp_path_factory.mktemp("vrel")
-    uids = _uids_covering_all_splits({"train": 6, "validation": 1, "test": 1})
+    uids = uids_covering_all_splits({"train": 6, "validation": 1, "test": 1})
     written = build_run(base / "run", uids)
     vids = add_videos(base / "run", 3)
     n_inst = len(written["instructions"]) + len(vids["instructions"])
@@ -388,6 +320,7 @@ def _all_rows(out: Path, config: str) -> list[dict[str, Any]]:
     return [r for split in ds for r in ds[split]]
 
 
+@pytest.mark.slow
 def test_every_config_loads_scenes_joined_with_replay_and_speech(video_release):
     out, run, written, vids, report = video_release
     assert set(report.rows) == {"instructions", "items", "comments", "scenes", "videos"}
@@ -458,8 +391,9 @@ def test_video_frames_travel_as_uint8_arrays(video_release):
     assert seen == len(vids["instructions"])
 
 
+@pytest.mark.slow
 def test_frames_of_two_sizes_are_refused_naming_the_record(tmp_path):
-    build_run(tmp_path / "run", _uids_covering_all_splits({"train": 1, "validation": 0, "test": 0}))
+    build_run(tmp_path / "run", uids_covering_all_splits({"train": 1, "validation": 0, "test": 0}))
     add_videos(tmp_path / "run", 2, sides={1: 16})
     with pytest.raises(ReleaseError, match=r"youtube:v1:.*\(3, 16, 16\).*\(3, 8, 8\)"):
         release(tmp_path / "run", tmp_path / "out", videos="frames", check=False)
@@ -509,7 +443,7 @@ def test_pipeline_config_hash_follows_the_stage_configs(tmp_path):
 
 
 def _video_run(run: Path) -> None:
-    build_run(run, _uids_covering_all_splits({"train": 1, "validation": 0, "test": 0}))
+    build_run(run, uids_covering_all_splits({"train": 1, "validation": 0, "test": 0}))
     add_videos(run, 2)
 
 
@@ -554,7 +488,7 @@ def test_a_scene_missing_from_scene_behavior_is_refused_by_name(tmp_path):
 
 def test_release_json_records_the_languages_the_run_kept(tmp_path):
     run = tmp_path / "run"
-    build_run(run, _uids_covering_all_splits({"train": 2, "validation": 0, "test": 0}))
+    build_run(run, uids_covering_all_splits({"train": 2, "validation": 0, "test": 0}))
     write_stats(run, 4)
     stats = json.loads((run / "stats.json").read_text())
     stats["stages"]["clean"] = {"out": {}, "dropped": {}, "errors": {}, "languages": {"kept": ["en", "de"]}}
@@ -611,7 +545,7 @@ def test_write_split_shards_renumbers_and_removes_old_files(tmp_path):
 
 
 def test_a_stats_json_mismatch_is_reported_with_the_numbers(tmp_path):
-    uids = _uids_covering_all_splits({"train": 3, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 3, "validation": 0, "test": 0})
     written = build_run(tmp_path / "run", uids)
     n = len(written["instructions"])
     write_stats(tmp_path / "run", n + 3)
@@ -623,8 +557,9 @@ def test_a_stats_json_mismatch_is_reported_with_the_numbers(tmp_path):
     assert any("MISMATCH" in line and str(n + 3) in line for line in report.summary_lines())
 
 
+@pytest.mark.slow
 def test_stats_json_count_less_the_duplicates_left_out_matches(tmp_path):
-    uids = _uids_covering_all_splits({"train": 4, "validation": 0, "test": 0})
+    uids = uids_covering_all_splits({"train": 4, "validation": 0, "test": 0})
     build_run(tmp_path / "run", uids, shards=2)
     run = tmp_path / "run"
     repeat = tables.read_shard(run / "instructions" / "part-00000.parquet", "instructions")

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("toy_env")
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_shards_and_config_change_redoes(tmp_path):
     run_dir, markers = tmp_path / "run", tmp_path / "m"
     markers.mkdir()
@@ -64,6 +65,7 @@ def test_a_shard_written_before_its_stage_gained_an_output_is_redone(tmp_path):
     assert "items_clean/part-0.parquet" in json.loads(manifest.read_text())["output_files"]
 
 
+@pytest.mark.slow
 def test_error_classes_and_retry_failed_redo_only_transient(tmp_path):
     run_dir, markers = tmp_path / "run", tmp_path / "m"
     markers.mkdir()
@@ -87,6 +89,7 @@ def test_error_classes_and_retry_failed_redo_only_transient(tmp_path):
     assert ids == ["ok1", "flaky1", "ok2"]  # record order kept
 
 
+@pytest.mark.slow
 def test_dying_worker_is_replaced_and_finished_records_are_not_redone(tmp_path):
     run_dir, markers = tmp_path / "run", tmp_path / "m"
     markers.mkdir()
@@ -123,6 +126,7 @@ def _blift(*args: str, env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stage_then_rerun_is_byte_identical(tmp_path):
     """kill -9 of `blift run` mid-stage: workers die with it, the rerun finishes the job, the output
     equals an uninterrupted run byte for byte, and no finished record is processed twice."""
@@ -173,6 +177,7 @@ def test_config_error_inside_a_worker_stops_the_run(tmp_path):
     assert not (run_dir / "items" / "part-0.parquet").exists()
 
 
+@pytest.mark.slow
 def test_watchdog_fails_a_hung_record_and_the_job_goes_on(tmp_path):
     run_dir, markers = tmp_path / "run", tmp_path / "m"
     markers.mkdir()

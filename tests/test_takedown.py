@@ -16,7 +16,7 @@ from blift.ids import author_hash
 from blift.release import card as card_module
 from blift.release.manifest import read_manifest
 from blift.release.takedown import TakedownError, parse_ids, recover, takedown
-from test_export import T0, Built, make_release
+from release_runs import T0, Built, make_release
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
