@@ -1,6 +1,6 @@
 """Tolerant parsing of a model's behavior answer back into numbers and lists.
 
-The answers follow the gpt turns of ``blift/instruct/templates/*_behavior.yaml``::
+The answers follow the gpt turns of ``blift/stages/instruct/templates/*_behavior.yaml``::
 
     Upvotes: 1234                      Views: 52311
     Upvote ratio: 92%                  Likes: 1046

@@ -1,6 +1,6 @@
 """Versioned instruction templates: YAML data files loaded, checked and rendered into LLaVA turns.
 
-A template file (``blift/instruct/templates/<name>.yaml``) holds::
+A template file (``blift/stages/instruct/templates/<name>.yaml``) holds::
 
     name: reddit_image_behavior    # must equal the file name
     version: 1                     # bump on any wording change; stored in every record
