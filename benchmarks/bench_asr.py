@@ -106,7 +106,8 @@ def bench_config(name: str, wav: Path, *, compute_type: str, beam: int, threads:
     cpu = (cpu_seconds() - c0) / repeat
     wall = statistics.median(walls)
     return {"name": name, "compute": compute_type, "beam": beam, "audio_s": audio_s, "load_s": load_s,
-            "wall_s": wall, "rtf": wall / audio_s, "cpu_s": cpu, "wer": word_error_rate(" ".join(SENTENCES), text), "text": text}
+            "wall_s": wall, "rtf": wall / audio_s, "cpu_s": cpu,
+            "wer": word_error_rate(" ".join(SENTENCES), text), "text": text}
 
 
 _DECODERS = {
@@ -179,7 +180,8 @@ def main() -> int:
         print("| decoder | result MB | peak allocated MB | peak / result | seconds |")
         print("|---|---:|---:|---:|---:|")
         for m in mem:
-            print(f"| {m['name']} | {m['array_mb']:.0f} | {m['peak_mb']:.0f} | {m['peak_mb'] / m['array_mb']:.2f} | {m['seconds']:.2f} |")
+            print(f"| {m['name']} | {m['array_mb']:.0f} | {m['peak_mb']:.0f} | "
+                  f"{m['peak_mb'] / m['array_mb']:.2f} | {m['seconds']:.2f} |")
 
     print()
     by = {r["name"]: r for r in rows}

@@ -38,7 +38,9 @@ def references() -> dict[str, Image.Image]:
 
     refs: dict[str, Image.Image] = {}
     refs["flat colour"] = Image.new("RGB", (640, 480), (20, 35, 130))
-    refs["linear gradient"] = Image.fromarray(np.tile(np.linspace(0, 255, 640), (480, 1)).astype(np.uint8)).convert("RGB")
+    refs["linear gradient"] = Image.fromarray(
+        np.tile(np.linspace(0, 255, 640), (480, 1)).astype(np.uint8)
+    ).convert("RGB")
     poster = Image.new("RGB", (640, 480), "white")
     draw = ImageDraw.Draw(poster)
     draw.ellipse((100, 100, 300, 300), fill="red")
@@ -93,8 +95,9 @@ def main() -> int:
     print(f"\nseconds per image (median of {args.repeat})")
     print(f"  {'image':22s} {'attributes':>10s} {'+ OCR':>8s}")
     for name, img in refs.items():
-        t_attr = _time(lambda: plain.analyze(img), args.repeat)
-        t_ocr = _time(lambda: with_ocr.analyze(img), max(1, args.repeat // 2)) if not args.no_ocr else float("nan")
+        t_attr = _time(lambda img=img: plain.analyze(img), args.repeat)
+        t_ocr = (_time(lambda img=img: with_ocr.analyze(img), max(1, args.repeat // 2))
+                 if not args.no_ocr else float("nan"))
         print(f"  {name:22s} {t_attr:10.4f} {t_ocr:8.3f}")
 
     # A 12-megapixel JPEG: full decode vs DCT-scaled decode (what the stage does).
@@ -105,7 +108,7 @@ def main() -> int:
         full = _time(lambda: open_image(path, None), args.repeat)
         print()
         for side in (256, 2000):
-            reduced = _time(lambda: open_image(path, side), args.repeat)
+            reduced = _time(lambda side=side: open_image(path, side), args.repeat)
             print(f"12 MP JPEG decode: full {full:.3f}s, reduced to >= {side}px {reduced:.3f}s ({full / reduced:.1f}x)")
         print(f"12 MP photo, attributes only (decode >= {plain.decode_side()}px): "
               f"{_time(lambda: plain.analyze(open_image(path, plain.decode_side())[0]), args.repeat):.3f}s")

@@ -65,7 +65,8 @@ def _child(mode: str, rs: Path, rc: Path, out: Path, buckets: int, workers: int 
         for path, dataset in ((rs, "items"), (rc, "comments")):
             rows = []
             with open(path, "rb") as fh:
-                text = io.TextIOWrapper(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(fh), encoding="utf-8")
+                text = io.TextIOWrapper(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(fh),
+                                        encoding="utf-8")
                 for line in text:
                     records += 1
                     data = stdjson.loads(line)
@@ -219,7 +220,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=HERE / ".cache", help="where generated dumps are kept")
     ap.add_argument("--phases", action="store_true",
                     help="also measure each phase's CPU cost per record in one process (the floor on two idle cores)")
-    ap.add_argument("--child", nargs=6, metavar=("MODE", "RS", "RC", "OUT", "BUCKETS", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=6, metavar=("MODE", "RS", "RC", "OUT", "BUCKETS", "WORKERS"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         mode, rs, rc, out, buckets, workers = args.child
@@ -246,8 +248,8 @@ def main() -> None:
             r = run_child(mode, rs, rc, b, args.workers, Path(tmp))
             results[(mode, size, b)] = r
             print(f"{mode:9s} {size:6s} {b or '-':>7} {r['records']:9d} {r['seconds']:8.2f} "
-                  f"{r['records'] / r['seconds']:10.0f} {r['cpu_s'] / r['records'] * 1e6:10.1f} {r['peak_tree_mb']:12.0f} "
-                  f"{r['maxrss_mb']:11.0f}", flush=True)
+                  f"{r['records'] / r['seconds']:10.0f} {r['cpu_s'] / r['records'] * 1e6:10.1f} "
+                  f"{r['peak_tree_mb']:12.0f} {r['maxrss_mb']:11.0f}", flush=True)
     if args.phases:
         # The headline configuration: with --quick the 10x input and its buckets; full size, the 1x
         # input with the 1x buckets (same rows per bucket as the 10x run, which would take minutes).

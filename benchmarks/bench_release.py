@@ -89,7 +89,8 @@ def make_run(run: Path, records: int, seed: int = 0) -> dict[str, Any]:
             context = _text(rng, 1500, 3000)
             comments = [_text(rng, 60, 300) for _ in range(3)]
             for task in ("behavior", "content"):
-                answer = ("It received 1,234 upvotes (ratio 0.93) and 56 comments. Top comments: " + " | ".join(comments)
+                answer = ("It received 1,234 upvotes (ratio 0.93) and 56 comments. Top comments: "
+                          + " | ".join(comments)
                           if task == "behavior" else "The image shows " + _text(rng, 300, 700))
                 conv = [{"from": "human", "value": "<image>\n" + context}, {"from": "gpt", "value": answer}]
                 conv_bytes += sum(len(t["value"]) for t in conv)
@@ -102,7 +103,8 @@ def make_run(run: Path, records: int, seed: int = 0) -> dict[str, Any]:
                     "split": split_of(uid), "collected_at": T0 + timedelta(seconds=p)})
         tables.write_rows(run / "instructions" / f"part-{s:05d}.parquet", rows, "instructions")
     n = posts * 2
-    (run / "stats.json").write_text(json.dumps({"pipeline": "bench", "stages": {"instruct": {"out": {"instructions": n}}}}))
+    (run / "stats.json").write_text(json.dumps(
+        {"pipeline": "bench", "stages": {"instruct": {"out": {"instructions": n}}}}))
     return {"records": n, "posts": posts, "mean_conversation_bytes": conv_bytes / max(n, 1)}
 
 

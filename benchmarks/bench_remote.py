@@ -86,7 +86,8 @@ def toy_run(url: str, shards: int, tmp: Path) -> tuple[object, object, list[str]
     run_dir = run_path(url)
     for k in range(shards):
         tables.write_rows(run_dir / "item_refs" / f"s{k:05d}.parquet", [{
-            "uid": f"reddit:a{k}", "platform": "reddit", "item_id": f"a{k}", "request_id": "r", "rank": 0, "url": None}],
+            "uid": f"reddit:a{k}", "platform": "reddit", "item_id": f"a{k}",
+            "request_id": "r", "rank": 0, "url": None}],
             "item_refs")
     pipe = tmp / "toy.yaml"
     pipe.write_text(yaml.safe_dump({"name": "toy", "stages": [

@@ -144,7 +144,8 @@ def main() -> None:
         base_wall, base_cpu = results["ffmpeg decode (baseline)"]
         print(f"\nvideo: {video.name}  {w}x{h}, {frames} frames; detector sees {dw}x{dh}; {os.cpu_count()} cores; "
               f"best of {args.repeat} interleaved rounds; load average {os.getloadavg()[0]:.1f}; scenes found: {cuts}")
-        print(f"| {'method':36} | {'seconds':>8} | {'frames/s':>9} | {'vs decode':>9} | {'CPU s':>7} | {'CPU vs decode':>13} |")
+        print(f"| {'method':36} | {'seconds':>8} | {'frames/s':>9} | {'vs decode':>9} | "
+              f"{'CPU s':>7} | {'CPU vs decode':>13} |")
         print(f"|{'-' * 38}|{'-' * 9}:|{'-' * 10}:|{'-' * 10}:|{'-' * 8}:|{'-' * 14}:|")
         for name, (sec, cpu) in results.items():
             print(f"| {name:36} | {sec:8.3f} | {frames / sec:9.0f} | {base_wall / sec:8.2f}x | {cpu:7.2f} | "

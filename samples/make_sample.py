@@ -226,7 +226,7 @@ class Sample:
         bodies = self.bodies(n - (1 if bot else 0), sub, profane)
         if bot:
             bodies.insert(0, ("bot", BOT.format(sub=sub)))
-        for i, (kind, body) in enumerate(bodies):
+        for kind, body in bodies:
             cid = b36(self.next_comment)
             self.next_comment += rng.randint(3, 400)
             t += rng.randint(30, 5400)

@@ -26,7 +26,9 @@ def _sub(n: int, sid: str, kind: str, sub: str = "pics", created: int = T0, **ex
     return rec
 
 
-def _com(n: int, cid: str, link: str, parent: str | None, created: int, sub: str = "pics", **extra: Any) -> dict[str, Any]:
+def _com(
+    n: int, cid: str, link: str, parent: str | None, created: int, sub: str = "pics", **extra: Any
+) -> dict[str, Any]:
     rec = comment(random.Random(n), n, link, parent, sub, created)
     rec.update(id=cid, name=f"t1_{cid}", **extra)
     return rec
@@ -70,7 +72,9 @@ def dump_lines() -> tuple[list[Any], list[Any], dict[str, Any]]:
     ]
     coms[-2].pop("retrieved_on", None)
     expect = {
-        "sub_errors": {5: "JSONDecodeError", 6: "NotAnObject", 7: "InvalidRecord", 8: "InvalidRecord", 9: "InvalidUTF8"},
+        "sub_errors": {
+            5: "JSONDecodeError", 6: "NotAnObject", 7: "InvalidRecord", 8: "InvalidRecord", 9: "InvalidUTF8",
+        },
         "com_errors": {47: "JSONDecodeError", 48: "InvalidRecord"},
     }
     return subs, coms, expect

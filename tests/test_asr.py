@@ -351,7 +351,7 @@ def test_asr_stage_through_the_runner(tmp_path: Path, videos: dict[str, Path], s
     run_dir = tmp_path / "run"
     store = run_dir / "store"
     store.mkdir(parents=True)
-    for name, path in videos.items():
+    for _name, path in videos.items():
         shutil.copy(path, store / path.name)
     (store / "pic.jpg").write_bytes(b"\xff\xd8\xff")
     rows = [
@@ -381,7 +381,8 @@ def test_asr_stage_through_the_runner(tmp_path: Path, videos: dict[str, Path], s
     assert word_error_rate(" ".join(short_speech.sentences), speech["text"]) < 0.3, speech["text"]
     assert {"weather", "library", "umbrella"} <= set(asr_words(speech["text"]))
     words = [w for s in speech["segments"] for w in s["words"]]
-    assert words and all(short_speech.start_s - 0.5 <= w["start_s"] <= w["end_s"] <= short_speech.end_s + 0.5 for w in words)
+    assert words and all(short_speech.start_s - 0.5 <= w["start_s"] <= w["end_s"] <= short_speech.end_s + 0.5
+                         for w in words)
 
     assert got["youtube:mute"]["status"] == "no_audio" and got["youtube:mute"]["segments"] == []
     assert got["youtube:mute_unknown"]["status"] == "no_audio"  # has_audio unknown: found by probing
@@ -401,7 +402,8 @@ def test_asr_stage_through_the_runner(tmp_path: Path, videos: dict[str, Path], s
 def test_asr_stage_is_registered_with_a_gpu_resource_and_strict_config() -> None:
     assert load_stage("asr") is AsrStage and AsrStage.resources == "gpu"
     cfg = AsrConfig()
-    assert (cfg.backend, cfg.model, cfg.beam_size, cfg.vad, cfg.language) == ("faster-whisper", "large-v3", 5, True, None)
+    assert (cfg.backend, cfg.model, cfg.beam_size, cfg.vad, cfg.language) == (
+        "faster-whisper", "large-v3", 5, True, None)
     with pytest.raises(ValueError, match="beem_size"):
         AsrConfig.model_validate({"beem_size": 3})
     with pytest.raises(ValueError):

@@ -183,7 +183,8 @@ def test_transparent_and_paletted_and_16bit_images_are_normalised() -> None:
 
 @pytest.mark.parametrize(
     ("w", "h", "expected"),
-    [(200, 100, "landscape"), (100, 200, "portrait"), (100, 100, "square"), (1000, 980, "square"), (1000, 900, "landscape")],
+    [(200, 100, "landscape"), (100, 200, "portrait"), (100, 100, "square"), (1000, 980, "square"),
+     (1000, 900, "landscape")],
 )
 def test_orientation(w: int, h: int, expected: str) -> None:
     assert orientation(w, h) == expected
@@ -382,7 +383,8 @@ def run_dir(tmp_path: Path) -> tuple[Path, list[dict]]:
     def add(uid: str, name: str, img: Image.Image | None, mime: str, **save) -> None:
         if img is not None:
             img.save(files / "ab" / name, **save)
-        rows.append(_media_row(uid, len([r for r in rows if r["uid"] == uid]), path=f"media_files/ab/{name}", mime=mime))
+        rows.append(_media_row(uid, len([r for r in rows if r["uid"] == uid]), path=f"media_files/ab/{name}",
+                               mime=mime))
 
     # A JPEG stored 200x100 with EXIF orientation 6 (rotate 90): shown 100x200, portrait.
     rotated = solid(PALETTE["Dark_Blue"], (200, 100))
@@ -496,7 +498,8 @@ def test_truncated_jpeg_is_a_record_error(tmp_path: Path) -> None:
     buf = tmp_path / "media_files" / "cut.jpg"
     noise(300).save(buf, quality=90)
     buf.write_bytes(buf.read_bytes()[:2000])  # the header survives, the scan does not
-    result, table = _run(tmp_path, [_media_row("reddit:t1", 0, path="media_files/cut.jpg", mime="image/jpeg")], ocr=False)
+    result, table = _run(tmp_path, [_media_row("reddit:t1", 0, path="media_files/cut.jpg", mime="image/jpeg")],
+                         ocr=False)
     assert table.num_rows == 0
     [failure] = result.errors
     assert failure.record_key == "reddit:t1#0" and "media_files/cut.jpg" in failure.message

@@ -64,11 +64,13 @@ def test_keywords_merge_plurals_only_when_the_singular_occurs() -> None:
 
 def test_keywords_keep_picture_words_that_generic_stop_lists_drop() -> None:
     # scikit-learn's list has "fire", "front", "empty": content words in a picture
-    assert extract_keywords("A fire burns in front of an empty house.", 5) == ["fire", "burns", "front", "empty", "house"]
+    assert extract_keywords("A fire burns in front of an empty house.", 5) == [
+        "fire", "burns", "front", "empty", "house"]
 
 
 def test_keyword_tokens_handle_possessives_numbers_and_accents() -> None:
-    assert tokens("The man's café has 3 chairs and a 2nd floor; it's U2's logo") == ["man", "café", "chairs", "floor", "logo"]
+    assert tokens("The man's café has 3 chairs and a 2nd floor; it's U2's logo") == [
+        "man", "café", "chairs", "floor", "logo"]
 
 
 def test_keywords_of_empty_or_function_word_text_are_empty() -> None:
@@ -152,8 +154,8 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "keyframe_path": "scenes_files/k1.jpg"},
         {**scene, "scene": 2, "start_s": 4.0, "end_s": 5.0, "start_frame": 100, "end_frame": 125, "keyframe_frame": 112,
          "keyframe_path": "scenes_files/k2_gone.jpg"},
-        {**scene, "scene": 3, "start_s": 5.0, "end_s": 6.0, "start_frame": 125, "end_frame": 150, "keyframe_frame": None,
-         "keyframe_path": None},
+        {**scene, "scene": 3, "start_s": 5.0, "end_s": 6.0, "start_frame": 125, "end_frame": 150,
+         "keyframe_frame": None, "keyframe_path": None},
     ]
     tables.write_rows(run / "scenes" / f"{SHARD}.parquet", scenes, "scenes")
     return run
@@ -183,7 +185,8 @@ def keyed(table) -> dict[tuple, dict]:
 
 
 def _pipeline(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump({"name": "caption-test", "stages": [{"stage": "caption", "config": config, "workers": 1}]}))
+    path.write_text(yaml.safe_dump(
+        {"name": "caption-test", "stages": [{"stage": "caption", "config": config, "workers": 1}]}))
     return path
 
 
@@ -208,7 +211,8 @@ def test_stage_runs_through_the_runner(models: dict[str, Path], run_folder: Path
 
     errors = {e["record_key"]: e for e in tables.read_dataset(run_folder / "errors" / "caption", "errors").to_pylist()}
     assert set(errors) == BAD_KEYS
-    assert errors["reddit:gone#0"]["error_type"] == "missing_file" and "media_files/gone.png" in errors["reddit:gone#0"]["message"]
+    assert (errors["reddit:gone#0"]["error_type"] == "missing_file"
+            and "media_files/gone.png" in errors["reddit:gone#0"]["message"])
     assert "media_files/broken.jpg" in errors["reddit:broken#0"]["message"]
     assert "k2_gone.jpg" in errors["youtube:v1#0#2"]["message"]
     assert all(e["error_class"] == "permanent" for e in errors.values())
@@ -265,7 +269,8 @@ def test_batching_gives_the_same_captions_as_batch_size_1(models: dict[str, Path
     images = [img for img, _ in IMAGES]
     for kind in ("llava", "llava_next"):
         captioner = LlavaCaptioner(str(models[kind]), max_new_tokens=8)
-        assert captioner.caption(images, "What is shown?") == [captioner.caption([i], "What is shown?")[0] for i in images]
+        assert captioner.caption(images, "What is shown?") == [
+            captioner.caption([i], "What is shown?")[0] for i in images]
 
 
 def test_model_saves_and_reloads_with_the_same_captions(models: dict[str, Path], tmp_path: Path) -> None:
@@ -377,7 +382,8 @@ def test_a_failing_image_costs_only_its_own_record(run_folder: Path) -> None:
 
     stage.captioner = ScriptedCaptioner(poison_width=96, exc=RuntimeError("CUDA out of memory. Tried to allocate"))
     oom = {f.record_key: f for f in stage.process(shard_input(run_folder)).errors}
-    assert oom["reddit:p0#0"].error_class is ErrorClass.TRANSIENT and oom["reddit:p0#0"].error_type == "gpu_out_of_memory"
+    assert (oom["reddit:p0#0"].error_class is ErrorClass.TRANSIENT
+            and oom["reddit:p0#0"].error_type == "gpu_out_of_memory")
 
 
 def test_config_fingerprint_and_registry(models: dict[str, Path]) -> None:

@@ -48,7 +48,10 @@ def run_stage(items: list[dict], comments: list[dict], tmp_path: Path, **config:
     stage.setup()
     shard = ShardInput(
         shard_id="part-00000",
-        tables={"items": schemas.get("items").from_rows(items), "comments": schemas.get("comments").from_rows(comments)},
+        tables={
+            "items": schemas.get("items").from_rows(items),
+            "comments": schemas.get("comments").from_rows(comments),
+        },
         run_dir=tmp_path,
     )
     return stage.process(shard)

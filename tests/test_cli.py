@@ -24,7 +24,8 @@ runner = CliRunner()
 
 
 def test_dry_run_lists_the_stages_without_running(tmp_path):
-    res = runner.invoke(app, ["run", str(ROOT / "pipelines" / "sample.yaml"), "--out", str(tmp_path / "r"), "--dry-run"])
+    res = runner.invoke(app, ["run", str(ROOT / "pipelines" / "sample.yaml"), "--out", str(tmp_path / "r"),
+                              "--dry-run"])
     assert res.exit_code == 0, res.output
     for stage in ("reddit.list", "reddit.collect", "media.download", "clean", "attributes", "instruct"):
         assert stage in res.output

@@ -222,7 +222,9 @@ def test_html_served_as_jpeg_is_not_an_image(server: MediaServer, media: dict[st
 
 
 @pytest.mark.parametrize("mode", ["length", "chunked"])
-def test_body_over_the_cap_is_too_large(server: MediaServer, media: dict[str, bytes], tmp_path: Path, mode: str) -> None:
+def test_body_over_the_cap_is_too_large(
+    server: MediaServer, media: dict[str, bytes], tmp_path: Path, mode: str
+) -> None:
     body = noise_image((400, 400), 9, "PNG")  # ~480 KB of valid PNG
     assert len(body) > 300_000
     url = server.route("/huge.png", Reply(body=body, content_type="image/png", mode=mode))  # type: ignore[arg-type]
@@ -233,8 +235,12 @@ def test_body_over_the_cap_is_too_large(server: MediaServer, media: dict[str, by
     assert one(make_stage(tmp_path, max_bytes=1_000_000), url)["status"] == "ok"
 
 
-@pytest.mark.parametrize(("status", "reason"), [(404, "not_found"), (410, "not_found"), (403, "forbidden"), (400, "http_400")])
-def test_permanent_http_errors_become_failed_rows(server: MediaServer, tmp_path: Path, status: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason"), [(404, "not_found"), (410, "not_found"), (403, "forbidden"), (400, "http_400")]
+)
+def test_permanent_http_errors_become_failed_rows(
+    server: MediaServer, tmp_path: Path, status: int, reason: str
+) -> None:
     url = server.route("/gone", Reply(status=status, body=b"no", content_type="text/plain"))
     row = one(make_stage(tmp_path), url)
     assert (row["status"], row["reason"]) == ("failed", reason)
@@ -277,7 +283,8 @@ def test_retry_after_is_capped(server: MediaServer, media: dict[str, bytes], tmp
 
 
 def test_503_then_success(server: MediaServer, media: dict[str, bytes], tmp_path: Path) -> None:
-    url = server.route("/flaky.png", Reply(status=503), Reply(status=502), Reply(body=media["png"], content_type="image/png"))
+    url = server.route("/flaky.png", Reply(status=503), Reply(status=502),
+                       Reply(body=media["png"], content_type="image/png"))
     out = make_stage(tmp_path, retries=2).process_record("reddit:x1", item("x1", "image", [url]))
     assert out.tables["media"][0]["status"] == "ok"
     assert len(server.hits_for("/flaky.png")) == 3
@@ -327,7 +334,9 @@ def test_connection_refused_is_transient(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- address guard
 
 
-def test_private_addresses_are_blocked_unless_allowed(server: MediaServer, media: dict[str, bytes], tmp_path: Path) -> None:
+def test_private_addresses_are_blocked_unless_allowed(
+    server: MediaServer, media: dict[str, bytes], tmp_path: Path
+) -> None:
     url = server.image("/local.jpg", media["jpeg"])
     guarded = make_stage(tmp_path, allow_private_addresses=False)
     for u in (url, server.url("/local.jpg", host="localhost")):

@@ -34,7 +34,9 @@ def write_plain(path: Path, lines: list[Any]) -> Path:
     return path
 
 
-def ingest(run_dir: Path, submissions: list[Path] | None, comments: list[Path] | None, **config: Any) -> tuple[dict, dict]:
+def ingest(
+    run_dir: Path, submissions: list[Path] | None, comments: list[Path] | None, **config: Any
+) -> tuple[dict, dict]:
     """Run the stage the way the runner does: expand, stream into a BucketSink, close."""
     config.setdefault("workers", 0)
     entry = {k: [str(p) for p in v] for k, v in (("submissions", submissions), ("comments", comments)) if v}
@@ -70,7 +72,8 @@ def test_ingest_rows_buckets_depth_dedupe_and_errors(tmp_path: Path, dump_pair, 
 
     items = by_id(read_dataset(run / "items", "items"), "item_id")
     assert sorted(items) == ["aa1", "aa2", "aa3", "aa4", "aa7", "aa8"]
-    assert items["aa1"]["score"] == 99 and items["aa1"]["collected_at"] == datetime.fromtimestamp(T0 + 5000, timezone.utc)
+    assert (items["aa1"]["score"] == 99
+            and items["aa1"]["collected_at"] == datetime.fromtimestamp(T0 + 5000, timezone.utc))
     assert items["aa2"]["media_kind"] == "gallery" and len(items["aa2"]["media_urls"]) >= 2
     assert items["aa3"]["media_kind"] == "text" and items["aa4"]["over_18"] is True
     assert items["aa3"]["collected_at"] == datetime.fromtimestamp(T0 + 777_777, timezone.utc)  # no retrieved_on
@@ -107,7 +110,8 @@ def test_ingest_rows_buckets_depth_dedupe_and_errors(tmp_path: Path, dump_pair, 
 
     # each bad line is exactly one error row naming its file and line
     errors = read_dataset(run / "errors" / "reddit.dumps", "errors").to_pylist()
-    want = {f"{rs}:{n}": t for n, t in expect["sub_errors"].items()} | {f"{rc}:{n}": t for n, t in expect["com_errors"].items()}
+    want = ({f"{rs}:{n}": t for n, t in expect["sub_errors"].items()}
+            | {f"{rc}:{n}": t for n, t in expect["com_errors"].items()})
     assert Counter(e["record_key"] for e in errors) == Counter(want.keys())
     for e in errors:
         assert e["error_type"] == want[e["record_key"]] and e["error_class"] == "invalid"
@@ -121,7 +125,8 @@ def test_ingest_rows_buckets_depth_dedupe_and_errors(tmp_path: Path, dump_pair, 
     assert counters["items"] == 7 and counters["comments"] == CHAIN + 1 + 6  # before dedupe
     assert counters["dropped:item_not_kept"] == 1
     dropped_total = sum(v for k, v in counters.items() if k.startswith("dropped:"))
-    assert counters["in"] == counters["blank"] + counters["invalid"] + counters["items"] + counters["comments"] + dropped_total
+    assert counters["in"] == (counters["blank"] + counters["invalid"] + counters["items"] + counters["comments"]
+                              + dropped_total)
     rows = {d: sum(s["rows"] for s in summary["datasets"][d].values()) for d in ("items", "comments")}
     assert rows == {"items": len(items), "comments": len(com)}
     dropped = read_dataset(run / "dropped" / "reddit.dumps", "dropped").to_pylist()
@@ -191,12 +196,14 @@ def test_worker_processes_give_identical_shards(tmp_path: Path, monkeypatch) -> 
 def test_expand_requests_globs_and_missing_files(tmp_path: Path) -> None:
     for name in ("RS_2023-02.zst", "RS_2023-01.zst", "RC_2023-01.zst"):
         (tmp_path / name).write_bytes(b"")
-    rows = DumpIngestStage.expand_requests([{"submissions": str(tmp_path / "RS_*.zst"), "comments": [str(tmp_path / "RC_2023-01.zst")]}])
+    rows = DumpIngestStage.expand_requests([{"submissions": str(tmp_path / "RS_*.zst"),
+                                             "comments": [str(tmp_path / "RC_2023-01.zst")]}])
     assert len(rows) == 1 and rows[0]["kind"] == "dump"
     spec = orjson.loads(rows[0]["spec"])
     assert spec == {"submissions": [str(tmp_path / "RS_2023-01.zst"), str(tmp_path / "RS_2023-02.zst")],
                     "comments": [str(tmp_path / "RC_2023-01.zst")]}
-    again = DumpIngestStage.expand_requests([{"comments": [str(tmp_path / "RC_2023-01.zst")], "submissions": str(tmp_path / "RS_*.zst")}])
+    again = DumpIngestStage.expand_requests([{"comments": [str(tmp_path / "RC_2023-01.zst")],
+                                              "submissions": str(tmp_path / "RS_*.zst")}])
     assert again[0]["request_id"] == rows[0]["request_id"]
     with pytest.raises(ConfigError, match=r"requests\[1\]\.comments.*RC_2023-03\.zst"):
         DumpIngestStage.expand_requests([{"comments": str(tmp_path / "RC_2023-01.zst")},
@@ -387,7 +394,8 @@ def _odd_comments() -> list[Any]:
     c = lambda n, **kw: {**_com(n, f"e{n:02d}", "aa1", None, T0 + n), **kw}  # noqa: E731
     return [
         c(1, created_utc=str(T0)), c(2, created_utc=T0 + 0.5), c(3, score="12"), c(4, score=True),
-        c(5, author=12345), c(6, author=["x"]), c(7, retrieved_on=str(T0 + 9)), c(8, _meta={"retrieved_2nd_on": T0 + 99}),
+        c(5, author=12345), c(6, author=["x"]), c(7, retrieved_on=str(T0 + 9)),
+        c(8, _meta={"retrieved_2nd_on": T0 + 99}),
         c(9, _meta={"retrieved_2nd_on": None}, retrieved_utc=T0 + 7), c(10, retrieved_on=-5),
         c(11, created_utc=10**12), c(12, author="[deleted]"), c(13, author=""), c(14, author=None),
         c(15, author="AutoModerator"), c(16, author="helpful_bot"),
@@ -505,7 +513,8 @@ def _read_batches(path: Path, batch_rows: int, max_line_bytes: int) -> Iterator[
     """
     with open(path, "rb") as raw:
         if path.suffix == ".zst":
-            stream: Any = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, read_size=dump_read._READ_CHUNK)
+            stream: Any = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(
+                raw, read_size=dump_read._READ_CHUNK)
         else:
             stream = raw
         line_no, batch, first = 0, [], 1
@@ -579,8 +588,10 @@ def test_vectorized_depths_match_the_walk() -> None:
         assert got is not None and got.tolist() == comment_depths(u, c, p), trial
     # cycles and repeated keys: left to the reference walk
     assert comment_depths_vectorized(pa.array(["u"] * 3), pa.array(["a", "b", "c"]), pa.array(["b", "a", "zz"])) is None
-    assert comment_depths_vectorized(pa.array(["u", "u"]), pa.array(["a", "a"]), pa.array([None, None], pa.string())) is None
-    assert comment_depths_vectorized(pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.string())).tolist() == []
+    assert comment_depths_vectorized(pa.array(["u", "u"]), pa.array(["a", "a"]),
+                                     pa.array([None, None], pa.string())) is None
+    assert comment_depths_vectorized(pa.array([], pa.string()), pa.array([], pa.string()),
+                                     pa.array([], pa.string())).tolist() == []
 
 
 def test_finalize_matches_the_reference_finalize(tmp_path: Path) -> None:
@@ -593,15 +604,18 @@ def test_finalize_matches_the_reference_finalize(tmp_path: Path) -> None:
     coms += [_com(900, "cy1", coms[0]["link_id"][3:], "cy2", T0), _com(901, "cy2", coms[0]["link_id"][3:], "cy1", T0)]
     f = _filters(buckets=1)
     tables = [dump_parse.ingest_batch("comments", "F", 1, [orjson.dumps(c) for c in coms], f, None, 1 << 20).table]
-    items = dump_parse.ingest_batch("submissions", "F", 1, [orjson.dumps(s) for s in list(subs) * 2], f, None, 1 << 20).table
+    items = dump_parse.ingest_batch("submissions", "F", 1, [orjson.dumps(s) for s in list(subs) * 2], f, None,
+                                    1 << 20).table
     stage = DumpIngestStage(DumpConfig(), tmp_path)
     for dataset, table in (("comments", pa.concat_tables(tables)), ("items", items)):
         got = stage.finalize_bucket(dataset, table)
         keys = ["uid", "comment_id"] if dataset == "comments" else ["uid"]
         want = table.take(dump_finalize._newest_per_key(table, keys))
         if dataset == "comments":
-            depth = comment_depths(want["uid"].to_pylist(), want["comment_id"].to_pylist(), want["parent_id"].to_pylist())
-            want = want.set_column(want.schema.get_field_index("depth"), want.schema.field("depth"), pa.array(depth, pa.int32()))
+            depth = comment_depths(want["uid"].to_pylist(), want["comment_id"].to_pylist(),
+                                   want["parent_id"].to_pylist())
+            want = want.set_column(want.schema.get_field_index("depth"), want.schema.field("depth"),
+                                   pa.array(depth, pa.int32()))
             sort = [("uid", "ascending"), ("created_at", "ascending"), ("comment_id", "ascending")]
         else:
             sort = [("uid", "ascending")]

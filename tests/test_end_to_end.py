@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "reddit"
 
 
-def blift(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+def blift(
+    *args: str, env: dict[str, str] | None = None, wait: bool = True
+) -> subprocess.Popen | subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "blift.cli", *args]
     env = {**os.environ, **(env or {})}
     if not wait:
@@ -108,7 +110,8 @@ def _pipeline(path: Path, url: str) -> Path:
     client = {"endpoint": url, "client_id": "sample-client", "client_secret": "sample-secret", "user_agent": "t/0"}
     path.write_text(yaml.safe_dump({"name": "resume", "stages": [
         {"stage": "reddit.list", "config": client,
-         "requests": [{"subreddits": ["pics", "EarthPorn", "itookapicture", "Art"], "listings": ["top"], "limit": 100}]},
+         "requests": [{"subreddits": ["pics", "EarthPorn", "itookapicture", "Art"], "listings": ["top"],
+                       "limit": 100}]},
         {"stage": "reddit.collect", "config": client},
     ]}))
     return path

@@ -78,7 +78,7 @@ def test_export_is_what_llama_vid_reads_and_passes_its_validator(built: Built, t
 
     videos = {r["id"].rsplit(":", 1)[0]: r["video"] for r in train if "video" in r}
     assert set(videos) == {"youtube:vid0aaaaaaa", "youtube:vid1bbbbbbb", "youtube:vid2ccccccc"}
-    for uid, rel in videos.items():
+    for _uid, rel in videos.items():
         assert rel.startswith("videos/") and rel.endswith(".npy")
         arr = np.load(out / rel)
         assert arr.dtype == np.uint8 and arr.shape[1:] == (3, 224, 224)

@@ -213,4 +213,5 @@ def test_watchdog_stops_a_record_stuck_on_a_server_that_never_answers(tmp_path, 
     assert [(e["record_key"], e["error_class"]) for e in errors] == [("reddit:p2", "transient")]
     assert "watchdog" in errors[0]["message"]  # the watchdog, not the client's 120 s read timeout
     media = tables.read_dataset(run_dir / "media", "media").to_pylist()
-    assert sorted(m["uid"] for m in media if m["status"] == "ok") == ["reddit:p1", "reddit:p3", "reddit:q1", "reddit:q2"]
+    assert sorted(m["uid"] for m in media if m["status"] == "ok") == [
+        "reddit:p1", "reddit:p3", "reddit:q1", "reddit:q2"]

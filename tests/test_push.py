@@ -52,7 +52,8 @@ _LOAD_CHILD = textwrap.dedent("""
     for config in configs:
         hub = datasets.load_dataset(repo_id, name=config, cache_dir=cache + "/hub")
         mine = datasets.load_dataset(local, name=config, cache_dir=cache + "/local") if local else None
-        out[config] = {split: {"rows": ds.to_list(), "same": None if mine is None else ds.to_list() == mine[split].to_list()}
+        out[config] = {split: {"rows": ds.to_list(),
+                               "same": None if mine is None else ds.to_list() == mine[split].to_list()}
                        for split, ds in hub.items()}
         if mine is not None:
             out[config]["__splits_equal__"] = sorted(hub) == sorted(mine)
@@ -170,7 +171,8 @@ def test_interrupted_push_resumes_without_sending_anything_twice(hub, small_rele
         push(hub, small_release, repo, tmp_path, max_files_per_commit=5)
     hub.clear_faults()
     first_commits = commits_of(hub, repo)
-    assert len(first_commits) == 1 and len([r for r in hub.log("commit", repo) if r.status == 503]) == FAST_RETRY["attempts"]
+    assert (len(first_commits) == 1
+            and len([r for r in hub.log("commit", repo) if r.status == 503]) == FAST_RETRY["attempts"])
     committed_first = {p for _, p in first_commits[0].detail["ops"]}
     assert len(committed_first) == 5
     dropped = [r for r in hub.log("lfs-upload", repo) if r.status == 0]
@@ -223,14 +225,16 @@ def test_append_renumbers_every_shard_of_the_split_in_one_commit(hub, tmp_path):
         # the Hub's shards keep their order, the new ones follow
         assert [on_hub[n] for n in names] == [p.read_bytes() for p in first_shards[c] + later_shards[c]]
         new_names += names[len(first_shards[c]):]
-        rows = [json.loads((r / "release.json").read_text())["configs"][c]["splits"]["train"]["rows"] for r in (first, later)]
+        rows = [json.loads((r / "release.json").read_text())["configs"][c]["splits"]["train"]["rows"]
+                for r in (first, later)]
         assert manifest["configs"][c]["splits"]["train"] == {"rows": sum(rows), "files": names}
     assert sorted(report["renamed"]) == sorted(f"data/{c}/{p.name}" for c in configs for p in first_shards[c])
     uploaded = report["uploaded"]
     assert sorted(p for p in uploaded if p.startswith("data/")) == sorted(new_names)
     assert {"README.md", "release.json"} <= set(uploaded)
     first_media = {p for p in local_files(first) if p.startswith("media/")}
-    assert {p for p in uploaded if p.startswith("media/")} == {p for p in local_files(later) if p.startswith("media/")} - first_media
+    assert {p for p in uploaded if p.startswith("media/")} == (
+        {p for p in local_files(later) if p.startswith("media/")} - first_media)
     # renames are server-side copies: no shard of the first release was uploaded again
     first_oids = {hashlib.sha256(p.read_bytes()).hexdigest() for ps in first_shards.values() for p in ps}
     puts = [r.detail for r in hub.log("lfs-upload", repo) if r.status == 200]
@@ -266,7 +270,8 @@ def test_stale_parent_412_and_a_409_are_retried_with_a_fresh_parent(hub, small_r
     concurrent = [p for p in hub.repo(repo).files() if p.startswith(".concurrent/")]
     assert len(concurrent) == 1  # the other writer's file survived: nothing overwritten
     assert report["retries"] == 2
-    assert {p: b for p, b in hub.repo(repo).files().items() if p in local_files(small_release)} == local_files(small_release)
+    assert ({p: b for p, b in hub.repo(repo).files().items() if p in local_files(small_release)}
+            == local_files(small_release))
 
 
 @pytest.mark.slow
@@ -317,7 +322,8 @@ def test_superseded_shards_always_go_and_prune_deletes_what_the_release_dropped(
 
     report = push(hub, rel, repo, tmp_path, prune=True)
     on_hub = set(hub.repo(repo).files())
-    assert {p for p in on_hub if p.split("/")[0] in ("data", "media")} == {p for p in now if p.split("/")[0] in ("data", "media")}
+    assert ({p for p in on_hub if p.split("/")[0] in ("data", "media")}
+            == {p for p in now if p.split("/")[0] in ("data", "media")})
     assert dropped_media <= set(report["deleted"]) and report["uploaded"] == []
     assert len(report["commits"]) == 1
     assert {p: b for p, b in hub.repo(repo).files().items() if p != ".gitattributes"} == now

@@ -37,7 +37,8 @@ def run(tmp_path: Path, name: str, executor: str, address: str | None = None, sh
     for marker in kw.pop("markers", ()):
         (markers / marker).touch()
     report = run_pipeline(write_pipeline(tmp_path / f"{name}.yaml", markers),
-                          RunOptions(out=run_dir, workers=2, progress=False, executor=executor, ray_address=address, **kw))
+                          RunOptions(out=run_dir, workers=2, progress=False, executor=executor,
+                                     ray_address=address, **kw))
     return run_dir, markers, report
 
 

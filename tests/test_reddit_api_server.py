@@ -56,7 +56,8 @@ def _token(url: str) -> dict[str, str]:
 
 
 def test_token_requires_basic_auth_and_api_requires_bearer(server: ReplayServer) -> None:
-    assert requests.post(f"{server.url}/api/v1/access_token", data={"grant_type": "client_credentials"}).status_code == 401
+    assert requests.post(f"{server.url}/api/v1/access_token",
+                         data={"grant_type": "client_credentials"}).status_code == 401
     r = requests.get(f"{server.url}/r/pics/top")
     assert r.status_code == 401 and "invalid_token" in r.headers["www-authenticate"]
     assert requests.get(f"{server.url}/r/pics/top", headers=_token(server.url)).status_code == 200
@@ -76,8 +77,8 @@ def test_listing_pages_sorts_and_filters(server: ReplayServer) -> None:
     page1 = [c["data"] for c in first["data"]["children"]]
     assert len(page1) == 100 and all(c["kind"] == "t3" for c in first["data"]["children"])
     assert first["data"]["after"] == page1[-1]["name"]
-    second = requests.get(f"{server.url}/r/pics/top", params={"t": "all", "limit": 500, "after": first["data"]["after"]},
-                          headers=h).json()
+    second = requests.get(f"{server.url}/r/pics/top",
+                          params={"t": "all", "limit": 500, "after": first["data"]["after"]}, headers=h).json()
     page2 = [c["data"] for c in second["data"]["children"]]
     assert len(page2) == SUB_POSTS - 100 and second["data"]["after"] is None
     scores = [p["score"] for p in page1 + page2]
@@ -115,7 +116,8 @@ def _walk(things: list[dict], out: dict) -> None:
 
 def test_comment_tree_budget_and_depth_stubs(server: ReplayServer) -> None:
     h = _token(server.url)
-    post, comments = requests.get(f"{server.url}/comments/tree/", params={"limit": 2048, "sort": "top"}, headers=h).json()
+    post, comments = requests.get(f"{server.url}/comments/tree/", params={"limit": 2048, "sort": "top"},
+                                  headers=h).json()
     assert post["data"]["children"][0]["data"]["id"] == "tree"
     found: dict = {}
     _walk(comments["data"]["children"], found)

@@ -101,7 +101,8 @@ def _refs(server, tmp_path, entries, **kw) -> list[dict]:
 
 
 def _ref(item_id: str) -> dict:
-    return {"uid": f"reddit:{item_id}", "platform": "reddit", "item_id": item_id, "request_id": "r", "rank": 0, "url": None}
+    return {"uid": f"reddit:{item_id}", "platform": "reddit", "item_id": item_id, "request_id": "r", "rank": 0,
+            "url": None}
 
 
 # ------------------------------------------------------------------ listings
@@ -167,15 +168,20 @@ def test_expand_requests_rows_and_ids() -> None:
 
 
 @pytest.mark.parametrize(("entry", "pattern"), [
-    ({"subreddits": ["pics"], "listings": ["best"]}, r"requests\[1\]: field 'listings': unknown listing 'best'; allowed: top, hot, new, controversial"),
-    ({"subreddits": ["pics"], "listings": ["hot"], "time_filter": "year"}, r"requests\[1\]: field 'time_filter': applies only to top and controversial"),
-    ({"subreddits": ["pics"], "time_filter": "decade"}, r"field 'time_filter': unknown time filter 'decade'; allowed: hour, day"),
+    ({"subreddits": ["pics"], "listings": ["best"]},
+     r"requests\[1\]: field 'listings': unknown listing 'best'; allowed: top, hot, new, controversial"),
+    ({"subreddits": ["pics"], "listings": ["hot"], "time_filter": "year"},
+     r"requests\[1\]: field 'time_filter': applies only to top and controversial"),
+    ({"subreddits": ["pics"], "time_filter": "decade"},
+     r"field 'time_filter': unknown time filter 'decade'; allowed: hour, day"),
     ({"subreddits": ["pics"], "limit": 0}, r"field 'limit': expected a positive integer"),
     ({"subreddits": ["pics"], "limit": 5000}, r"field 'limit': 5000 is more than Reddit serves"),
-    ({"subreddits": ["pics"], "time_fliter": "year"}, r"field 'time_fliter': unknown key; allowed: subreddits, listings, time_filter, limit"),
+    ({"subreddits": ["pics"], "time_fliter": "year"},
+     r"field 'time_fliter': unknown key; allowed: subreddits, listings, time_filter, limit"),
     ({"subreddit": "pics"}, r"requests\[1\]: expected a 'subreddits' or a 'posts' key"),
     ({"subreddits": ["no spaces"]}, r"field 'subreddits': 'no spaces' is not a subreddit name"),
-    ({"posts": ["https://www.reddit.com/r/pics/"]}, r"field 'posts': 'https://www.reddit.com/r/pics/' is not a Reddit post URL"),
+    ({"posts": ["https://www.reddit.com/r/pics/"]},
+     r"field 'posts': 'https://www.reddit.com/r/pics/' is not a Reddit post URL"),
     ({"posts": ["abc123"], "limit": 3}, r"field 'limit': unknown key in a posts entry"),
 ])
 def test_expand_requests_rejects_bad_entries(entry: dict, pattern: str) -> None:

@@ -337,7 +337,8 @@ def test_every_config_loads_scenes_joined_with_replay_and_speech(video_release):
             assert r["transcript"] == EXPECTED_TRANSCRIPT[r["scene"]]
         else:  # no heatmap, no speech
             assert r["replay_mean"] is None and r["replay_peak"] is None and r["transcript"] is None
-        assert r["keyframe"].size == PIL.Image.open(run / f"keyframes/vv/{r['uid'].split(':')[1]}-s{r['scene']}.jpg").size
+        assert r["keyframe"].size == PIL.Image.open(
+            run / f"keyframes/vv/{r['uid'].split(':')[1]}-s{r['scene']}.jpg").size
     uid_split = {r["uid"]: r["split"] for r in written["instructions"] + vids["instructions"]}
     for config in ("scenes", "videos"):  # same split as the item's records
         for split, ds in load(out, config).items():
@@ -345,7 +346,8 @@ def test_every_config_loads_scenes_joined_with_replay_and_speech(video_release):
     videos = _all_rows(out, "videos")
     assert sorted(r["uid"] for r in videos) == [f"youtube:v{i}" for i in range(3)]
     for r in videos:  # the mp4 travels as a copied path
-        assert (out / r["file_path"]).read_bytes() == (run / f"media_files/vv/{r['uid'].split(':')[1]}.mp4").read_bytes()
+        assert (out / r["file_path"]).read_bytes() == (
+            run / f"media_files/vv/{r['uid'].split(':')[1]}.mp4").read_bytes()
     # the added columns are documented where the card reads column docs
     for col in ("replay_mean", "replay_peak", "transcript", "keyframe"):
         assert release_features.column_doc("scenes", col)
@@ -358,7 +360,7 @@ def test_image_bytes_decode_to_pil_images_through_load_dataset(video_release):
     assert isinstance(inst["train"].features["image"], datasets.Image)
     source = {r["id"]: r for r in written["instructions"] + vids["instructions"]}
     n_images = 0
-    for split, ds in inst.items():
+    for _split, ds in inst.items():
         for rec in ds:
             if rec["media_kind"] == "image":
                 img = rec["image"]
@@ -381,7 +383,7 @@ def test_video_frames_travel_as_uint8_arrays(video_release):
     inst = load(out, "instructions")
     assert inst["train"].features["video_frames"] == datasets.Array4D(shape=(None, 3, 8, 8), dtype="uint8")
     seen = 0
-    for split, ds in inst.items():
+    for _split, ds in inst.items():
         for rec in ds:
             if rec["media_kind"] == "video":
                 frames = np.asarray(rec["video_frames"], dtype=np.uint8)
@@ -480,7 +482,8 @@ def test_a_scene_missing_from_scene_behavior_is_refused_by_name(tmp_path):
     run = tmp_path / "run"
     _video_run(run)
     path = run / "scene_behavior" / "part-video.parquet"
-    rows = [r for r in tables.read_shard(path, "scene_behavior").to_pylist() if (r["uid"], r["scene"]) != ("youtube:v1", 2)]
+    rows = [r for r in tables.read_shard(path, "scene_behavior").to_pylist()
+            if (r["uid"], r["scene"]) != ("youtube:v1", 2)]
     tables.write_rows(path, rows, "scene_behavior")
     with pytest.raises(ReleaseError, match=r"no row for scene 2 of youtube:v1#0.*--stage instruct"):
         release(run, tmp_path / "out", check=False)
@@ -549,7 +552,8 @@ def test_a_stats_json_mismatch_is_reported_with_the_numbers(tmp_path):
     written = build_run(tmp_path / "run", uids)
     n = len(written["instructions"])
     write_stats(tmp_path / "run", n + 3)
-    with pytest.raises(ReleaseCheckError, match=rf"wrote {n + 3} rows.*0 duplicate.*{n + 3} were expected, but {n} were released"):
+    with pytest.raises(ReleaseCheckError,
+                       match=rf"wrote {n + 3} rows.*0 duplicate.*{n + 3} were expected, but {n} were released"):
         release(tmp_path / "run", tmp_path / "out", configs={"instructions": "instructions"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written, no debris
     report = release(tmp_path / "run", tmp_path / "out", configs={"instructions": "instructions"}, check=False)

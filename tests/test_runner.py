@@ -74,7 +74,8 @@ def test_error_classes_and_retry_failed_redo_only_transient(tmp_path):
     report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
     assert report.stats["stages"]["toy.fetch"]["errors"] == {"invalid": 1, "transient": 1}
     errors = tables.read_shard(run_dir / "errors" / "toy.fetch" / "part-0.parquet", "errors").to_pylist()
-    assert {e["record_key"]: e["error_class"] for e in errors} == {"reddit:bad1": "invalid", "reddit:flaky1": "transient"}
+    assert {e["record_key"]: e["error_class"] for e in errors} == {
+        "reddit:bad1": "invalid", "reddit:flaky1": "transient"}
     assert "field 'title'" in next(e["message"] for e in errors if e["record_key"] == "reddit:bad1")
 
     run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))  # plain rerun: nothing redone

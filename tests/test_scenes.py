@@ -110,7 +110,8 @@ def run(videos: dict[str, Video], tmp_path_factory: pytest.TempPathFactory) -> d
         "scenes": {uid: [s for s in scenes if s["uid"] == uid] for uid in {s["uid"] for s in scenes}},
         "frames": {r["uid"]: r for r in tables.read_dataset(run_dir / "frames", "frames").to_pylist()},
         "attributes": tables.read_dataset(run_dir / "attributes", "attributes").to_pylist(),
-        "errors": {r["record_key"]: r for r in tables.read_dataset(run_dir / "errors" / "scenes", "errors").to_pylist()},
+        "errors": {r["record_key"]: r
+                   for r in tables.read_dataset(run_dir / "errors" / "scenes", "errors").to_pylist()},
     }
 
 

@@ -79,7 +79,8 @@ def generate(model: Any, processor: Any) -> list[int]:
 def test_shipped_recipe_is_the_papers(tmp_path: Path) -> None:
     path = RECIPES / "behavior_llava.yaml"
     config = load_train_config(path)
-    assert (config.learning_rate, config.lr_scheduler, config.warmup_ratio, config.weight_decay) == (2e-5, "cosine", 0.03, 0.0)
+    assert (config.learning_rate, config.lr_scheduler, config.warmup_ratio, config.weight_decay) == (
+        2e-5, "cosine", 0.03, 0.0)
     # 4096, not the paper's 2048: LLaVA-NeXT-Video spends 144 tokens a frame where LLaMA-VID spent 2
     assert (config.max_length, config.num_train_epochs, config.per_device_batch_size) == (4096, 2.2, 4)
     assert config.model == "llava-hf/LLaVA-NeXT-Video-7B-hf" and config.num_frames * 144 < config.max_length // 2
@@ -333,7 +334,8 @@ def test_media_that_can_never_fit_max_length_are_refused_before_training(tiny: P
     # 4 frames x 17 tokens after the system prompt end beyond 60 tokens: every video record would
     # be dropped batch by batch, so the run stops before its first step, saying what to change
     config = make_config(tiny, mixed_release, tmp_path / "long", max_steps=3, max_length=60, num_frames=4)
-    with pytest.raises(ConfigError, match=r"video records do not fit: .*Lower num_frames \(now 4\) or raise max_length \(now 60\)"):
+    with pytest.raises(ConfigError,
+                       match=r"video records do not fit: .*Lower num_frames \(now 4\) or raise max_length \(now 60\)"):
         train(config)
     assert not list((tmp_path / "long").glob("checkpoint-*"))
 

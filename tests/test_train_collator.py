@@ -69,7 +69,8 @@ def test_labels_mask_exactly_the_non_assistant_tokens(llava):
                   + list(range(IMAGE_TOKENS + 18, IMAGE_TOKENS + 21))}
     expected = [ids[i] if i in supervised else IGNORE_INDEX for i in range(len(ids))]
     assert labels == expected
-    assert [vocab[w] for w in ["a", "red", "car", "</s>", "blue", "sky", "</s>"]] == [l for l in labels if l != -100]
+    assert [vocab[w] for w in ["a", "red", "car", "</s>", "blue", "sky", "</s>"]] == [
+        label for label in labels if label != -100]
 
 
 def test_right_padding_and_media_of_a_mixed_batch(llava):

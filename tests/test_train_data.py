@@ -61,7 +61,8 @@ def build_run(run: Path, mp4: Path | None = None) -> list[dict]:
     for v in range(2):
         rel = f"frames/vv/v{v}.npy"
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
-        frames = np.zeros((FRAMES, 3, 8, 8), np.uint8) + (10 * np.arange(FRAMES, dtype=np.uint8)[:, None, None, None]) + v
+        frames = (np.zeros((FRAMES, 3, 8, 8), np.uint8)
+                  + (10 * np.arange(FRAMES, dtype=np.uint8)[:, None, None, None]) + v)
         np.save(run / rel, frames)
         rows.append(_record(f"youtube:v{v}", "behavior", "video", rel, "train"))
     if mp4 is not None:

@@ -48,7 +48,8 @@ def test_replay_time_weighted_mean_and_peak_with_partial_overlaps():
 
 
 def test_replay_gaps_and_scenes_past_the_end():
-    heat = [{"start_s": 2.0, "end_s": 3.0, "value": 1.0}, {"start_s": 0.0, "end_s": 1.0, "value": 0.5}]  # unsorted, gap 1-2
+    # unsorted, gap 1-2
+    heat = [{"start_s": 2.0, "end_s": 3.0, "value": 1.0}, {"start_s": 0.0, "end_s": 1.0, "value": 0.5}]
     got = scene_replay(heat, [(0, 3), (1, 2), (1.5, 2.5), (2.5, 5), (4, 6)])
     # (0,3): the gap is left out: (0.5 + 1.0) / 2 = 0.75, not / 3
     # (1,2): lies in the gap -> None; (1.5,2.5): only 0.5 s of bin 2 covered -> 1.0
@@ -151,7 +152,8 @@ def seg(start: float, end: float, text: str) -> dict[str, Any]:
     words = text.split()
     step = (end - start) / max(1, len(words))
     return {"start_s": start, "end_s": end, "text": text, "avg_logprob": -0.2, "no_speech_prob": 0.01,
-            "words": [{"start_s": start + i * step, "end_s": start + (i + 1) * step, "word": " " + w, "probability": 0.9}
+            "words": [{"start_s": start + i * step, "end_s": start + (i + 1) * step, "word": " " + w,
+                       "probability": 0.9}
                       for i, w in enumerate(words)]}
 
 
@@ -227,7 +229,8 @@ def test_video_records_scene_by_scene(tmp_path):
     assert human.startswith('<image>\nThis video was posted on YouTube with the title "Video youtube:vid1".')
     assert 'by the channel "Some Channel"' in human and "5000 subscribers" in human
     description = (
-        "A landscape video of 1280x720 pixels, 10 seconds long, in 3 scenes, at a moderate pace of 12.0 cuts per minute.\n"
+        "A landscape video of 1280x720 pixels, 10 seconds long, in 3 scenes, "
+        "at a moderate pace of 12.0 cuts per minute.\n"
         'Scene 1 (0:00-0:02): The audio says: "Hello there friends". Foreground colours: red. '
         "Background colours: dark blue. The tone is warm. The visual complexity is low.\n"
         'Scene 2 (0:02-0:06): The audio says: "welcome to the show". Caption: A man waves at the camera. '
@@ -398,7 +401,8 @@ def _human_tokens(rec: dict[str, Any]) -> int:
 def test_huge_transcript_is_cut_per_scene_keeping_the_beginning(tmp_path):
     rows = full_video()
     long_speech = " ".join(f"word{i}" for i in range(4000))
-    rows["transcripts"] = [yt_transcript("youtube:vid1", [seg(0.1, 2.4, long_speech), seg(3.0, 4.0, "short and sweet")])]
+    rows["transcripts"] = [
+        yt_transcript("youtube:vid1", [seg(0.1, 2.4, long_speech), seg(3.0, 4.0, "short and sweet")])]
     result = run_video(tmp_path, max_tokens=1500)(**rows)
     recs = by_id(result)
     beh, con = recs["youtube:vid1:behavior"], recs["youtube:vid1:content"]
@@ -498,7 +502,8 @@ def test_image_caption_comes_from_the_captions_table(tmp_path):
                          "upvote_ratio": 0.9, "num_comments": 2}],
         "media": [{"uid": uid, "index": 0, "url": "https://i.example/img.jpg", "status": "ok", "path": "media/img.jpg",
                    "mime": "image/jpeg", "width": 800, "height": 600}],
-        "attributes": [{"uid": uid, "media_index": 0, "scene": None, "tone": "cool", "caption": None, "keywords": None}],
+        "attributes": [{"uid": uid, "media_index": 0, "scene": None, "tone": "cool", "caption": None,
+                        "keywords": None}],
         "captions": [yt_caption(uid, None, "A red bus on a bridge.", ["bus", "bridge"]),
                      yt_caption(uid, None, "Another image's caption.", ["other"], index=1)],
         "comments_clean": [{"uid": uid, "platform": "reddit", "comment_id": "c", "depth": 0, "text": "nice",

@@ -92,22 +92,28 @@ def yt_info(host: VideoHost, clips: dict[str, bytes], vid: str, clip: str = "av"
         "view_count": 50_000, "like_count": 1200, "comment_count": 3, "duration": 2.0,
         "timestamp": 1_700_000_000, "upload_date": "20231114", "categories": ["Education"], "tags": ["a", "b"],
         "age_limit": 0, "availability": "public", "language": "en", "epoch": EPOCH,
-        "heatmap": [{"start_time": 0.0, "end_time": 1.0, "value": 1.0}, {"start_time": 1.0, "end_time": 2.0, "value": 0.25}],
-        "chapters": [{"start_time": 0.0, "end_time": 1.0, "title": "Intro"}, {"start_time": 1.0, "end_time": 2.0, "title": "End"}],
+        "heatmap": [{"start_time": 0.0, "end_time": 1.0, "value": 1.0},
+                    {"start_time": 1.0, "end_time": 2.0, "value": 0.25}],
+        "chapters": [{"start_time": 0.0, "end_time": 1.0, "title": "Intro"},
+                     {"start_time": 1.0, "end_time": 2.0, "title": "End"}],
         "comments": [
-            {"id": "Ug1", "parent": "root", "text": "first!", "like_count": 10, "author": "@zq_viewer", "author_id": "UCv1",
-             "author_is_uploader": False, "is_pinned": True, "timestamp": 1_700_100_000, "_time_text": "2 years ago"},
+            {"id": "Ug1", "parent": "root", "text": "first!", "like_count": 10, "author": "@zq_viewer",
+             "author_id": "UCv1", "author_is_uploader": False, "is_pinned": True, "timestamp": 1_700_100_000,
+             "_time_text": "2 years ago"},
             {"id": "Ug1.r1", "parent": "Ug1", "text": "reply", "like_count": 2, "author": "@zq_test_channel",
-             "author_id": "UCaaaaaaaaaaaaaaaaaaaaaa", "author_is_uploader": True, "is_pinned": False, "timestamp": 1_700_200_000},
-            {"id": "Ug2", "parent": "root", "text": "second", "like_count": 0, "author": "@zq_other", "timestamp": 1_700_300_000},
+             "author_id": "UCaaaaaaaaaaaaaaaaaaaaaa", "author_is_uploader": True, "is_pinned": False,
+             "timestamp": 1_700_200_000},
+            {"id": "Ug2", "parent": "root", "text": "second", "like_count": 0, "author": "@zq_other",
+             "timestamp": 1_700_300_000},
         ],
         "subtitles": {"en": [{"ext": "vtt", "url": host.add(f"/subs/{vid}.en.vtt", VTT, "text/vtt")}]},
-        "automatic_captions": {"en": [{"ext": "json3", "url": host.add(f"/subs/{vid}.en.json3", JSON3, "application/json")}],
+        "automatic_captions": {"en": [{"ext": "json3",
+                                       "url": host.add(f"/subs/{vid}.en.json3", JSON3, "application/json")}],
                                "de": [{"ext": "vtt", "url": host.base + f"/subs/{vid}.de.vtt"}]},
         "thumbnails": [{"url": "https://i.ytimg.com/vi/x/hq.jpg"}],
-        "formats": [{"format_id": "18", "url": media, "ext": "mp4", "width": 160, "height": 120, "vcodec": "avc1.42001E",
-                     "acodec": "mp4a.40.2", "protocol": "https", "downloader_options": {"http_chunk_size": 10_000},
-                     "http_headers": {"User-Agent": "x"}}],
+        "formats": [{"format_id": "18", "url": media, "ext": "mp4", "width": 160, "height": 120,
+                     "vcodec": "avc1.42001E", "acodec": "mp4a.40.2", "protocol": "https",
+                     "downloader_options": {"http_chunk_size": 10_000}, "http_headers": {"User-Agent": "x"}}],
     }
     info.update(over)
     return info
@@ -133,10 +139,13 @@ def collect_stage(run_dir: Path, **over: Any) -> YoutubeCollectStage:
 
 
 def ref(item_id: str, url: str) -> dict[str, Any]:
-    return {"uid": f"youtube:{item_id}", "platform": "youtube", "item_id": item_id, "request_id": "r", "rank": 0, "url": url}
+    return {"uid": f"youtube:{item_id}", "platform": "youtube", "item_id": item_id, "request_id": "r", "rank": 0,
+            "url": url}
 
 
-def run_collect(stage: YoutubeCollectStage, *refs: dict[str, Any]) -> tuple[dict[str, list[dict]], list[dict], dict[str, int]]:
+def run_collect(
+    stage: YoutubeCollectStage, *refs: dict[str, Any]
+) -> tuple[dict[str, list[dict]], list[dict], dict[str, int]]:
     """Collect refs one by one; tables checked against their schemas."""
     out: dict[str, list[dict]] = {"items": [], "videos": [], "comments": []}
     dropped, counters = [], {}
@@ -188,7 +197,8 @@ def test_plain_mp4_through_the_generic_extractor(host: VideoHost, clips, tmp_pat
     out, dropped, counters = run_collect(collect_stage(tmp_path, min_views=0), ref(r.item_id, url))
     assert not dropped
     (item,), (video,) = out["items"], out["videos"]
-    assert (item["uid"], item["source"], item["media_kind"], item["media_urls"]) == ("youtube:clip", "api", "video", [url])
+    assert (item["uid"], item["source"], item["media_kind"], item["media_urls"]) == (
+        "youtube:clip", "api", "video", [url])
     assert video["file_status"] == "ok" and video["source_info"] == "extract" and video["format_id"] == "mp4"
     stored = tmp_path / video["file_path"]
     assert stored.read_bytes() == clips["av"] and video["file_bytes"] == len(clips["av"])
@@ -208,8 +218,10 @@ def test_youtube_info_json_rows(host: VideoHost, clips, tmp_path: Path) -> None:
     assert not dropped
     (item,), (video,) = out["items"], out["videos"]
     assert item["source"] == "info_json" and item["platform"] == "youtube" and item["item_id"] == "AAAAAAAAAAA"
-    assert (item["view_count"], item["like_count"], item["comment_count"], item["subscriber_count"]) == (50_000, 1200, 3, 12345)
-    assert item["heatmap"] == [{"start_s": 0.0, "end_s": 1.0, "value": 1.0}, {"start_s": 1.0, "end_s": 2.0, "value": 0.25}]
+    assert (item["view_count"], item["like_count"], item["comment_count"], item["subscriber_count"]) == (
+        50_000, 1200, 3, 12345)
+    assert item["heatmap"] == [{"start_s": 0.0, "end_s": 1.0, "value": 1.0},
+                               {"start_s": 1.0, "end_s": 2.0, "value": 0.25}]
     assert item["over_18"] is False and item["community"] == "Test Channel" and item["text"].startswith("A description")
     assert item["created_at"].timestamp() == 1_700_000_000 and item["collected_at"].timestamp() == EPOCH
     assert item["media_urls"] == ["https://www.youtube.com/watch?v=AAAAAAAAAAA"]
@@ -221,7 +233,8 @@ def test_youtube_info_json_rows(host: VideoHost, clips, tmp_path: Path) -> None:
     assert "zq_test_channel" not in item["raw"].decode() and raw["uploader_id"] != "@zq_test_channel"
 
     assert video["categories"] == ["Education"] and video["age_limit"] == 0 and video["availability"] == "public"
-    assert video["chapters"] == [{"start_s": 0.0, "end_s": 1.0, "title": "Intro"}, {"start_s": 1.0, "end_s": 2.0, "title": "End"}]
+    assert video["chapters"] == [{"start_s": 0.0, "end_s": 1.0, "title": "Intro"},
+                                 {"start_s": 1.0, "end_s": 2.0, "title": "End"}]
     assert video["subtitles"] == [{"lang": "en", "kind": "manual", "text": "Hello there & welcome\nsecond line"},
                                   {"lang": "en", "kind": "automatic", "text": "auto words\nmore"}]
     assert video["comment_times_estimated"] is True and video["source_info"] == "info_json"
@@ -231,7 +244,8 @@ def test_youtube_info_json_rows(host: VideoHost, clips, tmp_path: Path) -> None:
     comments = {c["comment_id"]: c for c in out["comments"]}
     assert set(comments) == {"Ug1", "Ug1.r1"} and counters["comments_capped"] == 1  # max_comments=2
     assert (comments["Ug1"]["parent_id"], comments["Ug1"]["depth"], comments["Ug1"]["stickied"]) == (None, 0, True)
-    assert (comments["Ug1.r1"]["parent_id"], comments["Ug1.r1"]["depth"], comments["Ug1.r1"]["is_submitter"]) == ("Ug1", 1, True)
+    assert (comments["Ug1.r1"]["parent_id"], comments["Ug1.r1"]["depth"], comments["Ug1.r1"]["is_submitter"]) == (
+        "Ug1", 1, True)
     assert comments["Ug1"]["like_count"] == 10 and comments["Ug1"]["score"] is None
     assert comments["Ug1.r1"]["author_hash"] == item["author_hash"]  # the uploader, hashed the same way
     assert all(b"zq_" not in c["raw"] for c in out["comments"])
@@ -283,11 +297,13 @@ def test_rules_drop_before_anything_is_fetched(host: VideoHost, clips, tmp_path:
     out, dropped, _ = run_collect(collect_stage(tmp_path, min_views=0, drop_age_limited=False, drop_not_public=False,
                                                 download=False), *refs)
     assert not dropped and len(out["items"]) == 5
-    assert {v["file_status"] for v in out["videos"]} == {"skipped"} and {v["file_reason"] for v in out["videos"]} == {"download_disabled"}
+    assert ({v["file_status"] for v in out["videos"]} == {"skipped"}
+            and {v["file_reason"] for v in out["videos"]} == {"download_disabled"})
 
 
 def test_bad_files_probe_and_size_cap(host: VideoHost, clips, tmp_path: Path) -> None:
-    refs = [ref(name, host.add(f"/files/{name}.mp4", clips[name])) for name in ("av", "silent", "rotated", "corrupt", "empty", "big")]
+    refs = [ref(name, host.add(f"/files/{name}.mp4", clips[name]))
+            for name in ("av", "silent", "rotated", "corrupt", "empty", "big")]
     out, dropped, _ = run_collect(collect_stage(tmp_path, min_views=0, max_bytes=100_000), *refs)
     assert not dropped
     videos = {v["uid"].split(":")[1]: v for v in out["videos"]}
@@ -300,14 +316,16 @@ def test_bad_files_probe_and_size_cap(host: VideoHost, clips, tmp_path: Path) ->
 
     media = media_rows(tmp_path, out)
     av, silent, rot = media["youtube:av"], media["youtube:silent"], media["youtube:rotated"]
-    assert (av["status"], av["mime"], av["width"], av["height"], av["fps"], av["has_audio"]) == ("ok", "video/mp4", 160, 120, 10.0, True)
+    assert (av["status"], av["mime"], av["width"], av["height"], av["fps"], av["has_audio"]) == (
+        "ok", "video/mp4", 160, 120, 10.0, True)
     assert av["duration_s"] == pytest.approx(2.0, abs=0.1) and av["sha256"] == videos["av"]["file_sha256"]
     assert av["bytes"] == len(clips["av"]) and av["path"] == videos["av"]["file_path"] and av["index"] == 0
     assert (silent["status"], silent["has_audio"], silent["fps"]) == ("ok", False, 15.0)
     assert silent["duration_s"] == pytest.approx(3.0, abs=0.1)
     assert (rot["width"], rot["height"]) == (120, 160)  # displayed size: rotated 90 degrees
     corrupt = media["youtube:corrupt"]
-    assert (corrupt["status"], corrupt["reason"], corrupt["path"]) == ("failed", "bad_video", videos["corrupt"]["file_path"])
+    assert (corrupt["status"], corrupt["reason"], corrupt["path"]) == (
+        "failed", "bad_video", videos["corrupt"]["file_path"])
     assert (media["youtube:empty"]["status"], media["youtube:empty"]["reason"]) == ("failed", "empty_file")
     big = media["youtube:big"]
     assert (big["status"], big["reason"], big["path"]) == ("failed", "too_large", None)
@@ -324,7 +342,8 @@ def test_media_download_video_rows_without_a_file(tmp_path: Path) -> None:
     zero.parent.mkdir(parents=True)
     zero.write_bytes(b"")
     videos = [{"uid": "youtube:skip", "file_status": "skipped", "file_reason": "download_disabled"},
-              {"uid": "youtube:gone", "file_status": "ok", "file_path": "media_files/ab/missing.mp4", "file_sha256": "ab"},
+              {"uid": "youtube:gone", "file_status": "ok", "file_path": "media_files/ab/missing.mp4",
+               "file_sha256": "ab"},
               {"uid": "youtube:zero", "file_status": "ok", "file_path": "media_files/e3/zero.mp4", "file_sha256": "e3"}]
     media = media_rows(tmp_path, {"items": items, "videos": videos})
     assert (media["youtube:zero"]["status"], media["youtube:zero"]["reason"]) == ("failed", "bad_video")
@@ -374,7 +393,8 @@ REAL_MESSAGES = [
     ("Sign in to confirm you\u2019re not a bot" + HINT, "bot_check", False),
     ("Sign in to confirm you're not a bot. This helps protect our community. Learn more", "bot_check", False),
     ("Private video. Sign in if you've been granted access to this video" + HINT, "private", False),
-    ("Join this channel to get access to members-only content like this video, and other exclusive perks.", "private", False),
+    ("Join this channel to get access to members-only content like this video, and other exclusive perks.",
+     "private", False),
     ("Video unavailable. This video has been removed by the uploader", "removed", False),
     ("Video unavailable. This video is no longer available because the YouTube account associated with this video "
      "has been terminated.", "removed", False),
@@ -412,7 +432,8 @@ def test_error_table_covers_every_rule() -> None:
 def test_geo_error_class_and_bugs_are_not_classified() -> None:
     from yt_dlp.utils import GeoRestrictedError
 
-    err = classify_ytdlp_error(GeoRestrictedError("The uploader has not made this video available in your country"), "v")
+    err = classify_ytdlp_error(GeoRestrictedError("The uploader has not made this video available in your country"),
+                               "v")
     assert isinstance(err, PermanentError) and err.error_type == "geo_blocked"
     assert classify_ytdlp_error(KeyError("a bug of ours"), "v") is None
 
@@ -462,7 +483,8 @@ def test_expand_requests_and_config_errors(tmp_path: Path) -> None:
                         "CCCCCCCCCCC\nhttps://www.youtube.com/watch?v=AAAAAAAAAAA&t=10\n")
     rows = YoutubeListStage.expand_requests([{"url_file": str(url_file)}])
     spec = {"urls": [f"https://www.youtube.com/watch?v={v}" for v in ("AAAAAAAAAAA", "BBBBBBBBBBB", "CCCCCCCCCCC")]}
-    assert rows == [{"request_id": short_id("youtube", "urls", spec), "kind": "urls", "spec": json.dumps(spec, separators=(",", ":"))}]
+    assert rows == [{"request_id": short_id("youtube", "urls", spec), "kind": "urls",
+                     "spec": json.dumps(spec, separators=(",", ":"))}]
     many = YoutubeListStage.expand_requests([{"urls": [f"https://example.com/v{i}.mp4" for i in range(1200)]}])
     assert [len(orjson.loads(r["spec"])["urls"]) for r in many] == [500, 500, 200]
     (ch,) = YoutubeListStage.expand_requests([{"channel": "https://www.youtube.com/@SomeChannel", "limit": 5}])
@@ -472,7 +494,8 @@ def test_expand_requests_and_config_errors(tmp_path: Path) -> None:
     bad = [
         ([{"urls": []}], "requests[0]: field 'urls'"),
         ([{"urls": ["ftp://x/y"]}], "requests[0]: field 'urls'"),
-        ([{"urls": ["https://youtu.be/AAAAAAAAAAA"]}, {"playlist": "https://x/list", "limit": 0}], "requests[1]: field 'limit'"),
+        ([{"urls": ["https://youtu.be/AAAAAAAAAAA"]}, {"playlist": "https://x/list", "limit": 0}],
+         "requests[1]: field 'limit'"),
         ([{"playlist": "https://x/list", "limit": 9_999_999}], "field 'limit'"),
         ([{"channel": "nope"}], "requests[0]: field 'channel'"),
         ([{"urls": ["https://youtu.be/AAAAAAAAAAA"], "playlist": "https://x"}], "exactly one of"),
@@ -547,7 +570,8 @@ def test_stages_through_the_runner_then_validate(host: VideoHost, clips, tmp_pat
     plain = host.add("/files/plain.mp4", clips["av"])
     pipe = tmp_path / "p.yaml"
     pipe.write_text(yaml.safe_dump({"name": "yt", "stages": [
-        {"stage": "youtube.list", "requests": [{"info_json_dir": str(saved)}, {"urls": [plain]}], "config": {"retries": 0}},
+        {"stage": "youtube.list", "requests": [{"info_json_dir": str(saved)}, {"urls": [plain]}],
+         "config": {"retries": 0}},
         {"stage": "youtube.collect", "config": {"retries": 0, "threads": 2}},
         {"stage": "media.download", "config": {"allow_private_addresses": True}},
     ]}))

@@ -100,7 +100,8 @@ class ToyModel(Stage):
 
     def setup(self) -> None:
         markers = Path(self.config.marker_dir)
-        (markers / f"setup-{os.getpid()}-{uuid.uuid4().hex[:8]}").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        (markers / f"setup-{os.getpid()}-{uuid.uuid4().hex[:8]}").write_text(
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
 
     def process(self, shard: ShardInput) -> StageResult:
         markers = Path(self.config.marker_dir)

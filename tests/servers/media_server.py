@@ -56,7 +56,8 @@ class MediaServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="media-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="media-server",
+                                        daemon=True)
 
     # ---------------------------------------------------------------- setup
 
