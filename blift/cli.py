@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Literal, NoReturn, Optional, Protocol
 
 import typer
 import yaml
@@ -14,6 +14,12 @@ from rich.console import Console
 
 from blift import __version__
 from blift.errors import BliftError, ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+
+
+    from blift.release.writer import ImagesMode, VideosMode
+    from blift.storage import RunPath
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, release and use BLIFT-style datasets.")
 err = Console(stderr=True, soft_wrap=True)  # error messages hold paths: never break them
@@ -41,7 +47,7 @@ def _out_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException) -> NoReturn:
     err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
     raise typer.Exit(2)
 
@@ -193,24 +199,45 @@ def validate(folder: Path = typer.Argument(..., help="run or release folder")) -
         raise typer.Exit(1)
 
 
-def _echo_report(title: str, report: object) -> None:
+class _Report(Protocol):
+    def summary_lines(self) -> list[str]: ...
+
+
+def _echo_report(title: str, report: _Report) -> None:
     """A title line, then the report's own summary lines, indented."""
     typer.echo(title)
-    for line in report.summary_lines():  # type: ignore[attr-defined]
+    for line in report.summary_lines():
         typer.echo(f"  {line}")
 
 
-def _do_release(run_dir: Path | str, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
-                **options: object) -> None:
+def _is_images_mode(value: str) -> TypeIs[ImagesMode]:
+    return value in ("paths", "bytes")
+
+
+def _is_videos_mode(value: str) -> TypeIs[VideosMode]:
+    return value in ("paths", "frames")
+
+
+def _is_llava_videos(value: str) -> TypeIs[Literal["frames", "mp4"]]:
+    return value in ("frames", "mp4")
+
+
+def _do_release(run_dir: RunPath | str, out: Path, configs: dict[str, str] | None, max_shard_bytes: int, check: bool,
+                *, images: ImagesMode, videos: VideosMode, license: str, takedown_contact: str | None,
+                pretty_name: str | None = None) -> None:
     from blift.release.writer import release as do_release
     from blift.storage import is_remote, mirror, run_path
 
     try:
         where = run_path(run_dir)
         if is_remote(where):  # a release reads the whole run (shards and media): work on a local copy
-            run_dir, files, size = mirror(where)
-            typer.echo(f"release: {where} mirrored to {run_dir} ({files} file(s), {size / 1e6:.1f} MB fetched)")
-        report = do_release(run_dir, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check, **options)
+            local, files, size = mirror(where)
+            typer.echo(f"release: {where} mirrored to {local} ({files} file(s), {size / 1e6:.1f} MB fetched)")
+        else:
+            local = where
+        report = do_release(local, out, configs=configs, max_shard_bytes=max_shard_bytes, check=check, images=images,
+                            videos=videos, license=license, pretty_name=pretty_name,
+                            takedown_contact=takedown_contact)
     except BliftError as exc:
         _fail(exc)
     _echo_report(f"release: {report.out_dir}", report)
@@ -253,9 +280,10 @@ def release(
             if not sep:
                 _fail(ConfigError(f"--config {item!r}: expected name=dataset"))
             configs[name] = dataset
-    for flag, value, allowed in (("--images", images, ("paths", "bytes")), ("--videos", videos, ("paths", "frames"))):
-        if value not in allowed:
-            _fail(ConfigError(f"{flag} {value!r}: expected one of {', '.join(allowed)}"))
+    if not _is_images_mode(images):
+        _fail(ConfigError(f"--images {images!r}: expected one of paths, bytes"))
+    if not _is_videos_mode(videos):
+        _fail(ConfigError(f"--videos {videos!r}: expected one of paths, frames"))
     _do_release(run_dir, out, configs, max_shard_bytes, check, images=images, videos=videos, license=license,
                 takedown_contact=takedown_contact)
     if push:
@@ -291,7 +319,7 @@ def export_llava(
     """LLaVA / LLaMA-VID JSON (id, image|video, conversations) plus the media folder, validated."""
     from blift.export.llava import export_llava as do_export
 
-    if videos not in ("frames", "mp4"):
+    if not _is_llava_videos(videos):
         _fail(ConfigError(f"--videos {videos!r}: expected frames or mp4"))
     try:
         report = do_export(release_dir, out, videos=videos, tokenizer=tokenizer, max_length=max_length,

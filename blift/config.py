@@ -19,7 +19,7 @@ from blift.errors import ConfigError
 from blift.ids import config_hash
 from blift.registry import load_stage
 from blift.replay.serve import ReplaySpec, placeholders
-from blift.stage import Stage
+from blift.stage import Stage, StageConfig
 
 
 class StageEntry(BaseModel):
@@ -83,7 +83,7 @@ def format_validation(exc: ValidationError, prefix: str, model: type[BaseModel])
     return "\n".join(lines)
 
 
-def validate_stage_config(stage_cls: type[Stage], config: dict[str, Any], where: str) -> BaseModel:
+def validate_stage_config(stage_cls: type[Stage], config: dict[str, Any], where: str) -> StageConfig:
     try:
         return stage_cls.Config.model_validate(config)
     except ValidationError as exc:
@@ -155,6 +155,6 @@ def load_pipeline(path: Path) -> Pipeline:
     return pipeline
 
 
-def stage_config_hash(stage_cls: type[Stage], config: BaseModel) -> str:
+def stage_config_hash(stage_cls: type[Stage], config: StageConfig) -> str:
     return config_hash({"stage": stage_cls.name, "version": stage_cls.version, "config": config.model_dump(mode="json"),
                         "fingerprint": stage_cls.fingerprint(config)})

@@ -28,12 +28,13 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeGuard, Union, cast
 
 from blift.errors import ConfigError
 from blift.ids import file_sha256
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+
     from upath import UPath
 
 RunPath = Union[Path, "UPath"]
@@ -45,7 +46,7 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
-def run_path(where: str | os.PathLike[str]) -> RunPath:
+def run_path(where: str | PurePath | UPath) -> RunPath:
     """A run folder (or a file in one) from a path, a URL string or a UPath (returned as is).
     ``file://`` is a local path; a URL whose filesystem package is missing is a ConfigError
     naming the package."""
@@ -80,15 +81,17 @@ def run_path(where: str | os.PathLike[str]) -> RunPath:
     return UPath(where.rstrip("/"), use_listings_cache=False)
 
 
-def is_remote(path: Any) -> bool:
+def is_remote(path: RunPath) -> TypeIs[UPath]:
+    """Whether a run path is on an fsspec filesystem (a UPath) rather than a local ``Path``."""
     return not isinstance(path, PurePath)
 
 
 def relative(path: RunPath, root: RunPath) -> str:
     """``path`` relative to the run folder ``root``, POSIX style."""
+    # path and root are of one kind: a local root for a remote path (or the reverse) is a TypeError.
     if is_remote(path):
-        return str(path.relative_to(root))
-    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        return str(path.relative_to(cast("UPath", root)))
+    return Path(path).resolve().relative_to(Path(cast(Path, root)).resolve()).as_posix()
 
 
 def _scratch_root() -> Path:
@@ -316,17 +319,19 @@ class Listing:
                     if info.get("type") != "directory":
                         self._info[name.rstrip("/")] = info
 
-    def _listed(self, path: RunPath) -> bool:
+    def _listed(self, path: RunPath) -> TypeGuard[UPath]:
         return self._info is not None and is_remote(path) and any(path.path.startswith(f) for f in self._folders)
 
     def exists(self, path: RunPath) -> bool:
         if self._listed(path):
-            return path.path in self._info  # type: ignore[operator]
+            assert self._info is not None  # _listed() checked it
+            return path.path in self._info
         return path.exists()
 
     def fingerprint(self, path: RunPath) -> str | None:
         if self._listed(path):
-            info = self._info.get(path.path)  # type: ignore[union-attr]
+            assert self._info is not None  # _listed() checked it
+            info = self._info.get(path.path)
             if info is None:
                 return None
             found = _etag_fingerprint(info)
@@ -344,10 +349,15 @@ class Listing:
                 except (OSError, UnicodeDecodeError):
                     out.append(None)
             return out
-        wanted = [p.path for p in paths if not self._listed(p) or p.path in self._info]
-        got = self.run_dir.fs.cat(wanted, on_error="omit") if wanted else {}
+        # _info is set only for a remote run folder, whose files are remote too.
+        run_dir = self.run_dir
+        assert is_remote(run_dir)
+        remote = cast("list[UPath]", paths)
+        info = self._info
+        wanted = [p.path for p in remote if not self._listed(p) or p.path in info]
+        got = run_dir.fs.cat(wanted, on_error="omit") if wanted else {}
         texts: list[str | None] = []
-        for p in paths:
+        for p in remote:
             data = got.get(p.path)
             try:
                 texts.append(data.decode() if isinstance(data, bytes) else None)

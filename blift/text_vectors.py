@@ -9,13 +9,14 @@ clean stage's near-duplicate pass and the profanity scorer share them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-StrColumn = pa.Array | pa.ChunkedArray | Sequence[str | None]
+StrColumn: TypeAlias = pa.Array | pa.ChunkedArray | Sequence[str | None]
 
 
 def as_string_array(values: StrColumn) -> pa.Array:

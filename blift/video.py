@@ -22,10 +22,11 @@ import os
 import shutil
 import tempfile
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -96,12 +97,14 @@ def open_container(path: Path, thread_type: str = "FRAME") -> tuple[av.container
     return container, stream
 
 
-def decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+def decoded_frames(container: av.container.InputContainer,
+                   stream: av.video.stream.VideoStream) -> Generator[av.VideoFrame, None, None]:
     """Every decodable frame of ``stream``; a corrupt packet is skipped, not fatal (a retry of the
     decoder resumes after it), and a run of them ends the stream."""
     failures = 0
     while True:
-        decoder = container.decode(stream)
+        # PyAV's stub says Iterator; decode() returns a generator (closed in the finally below)
+        decoder = cast("Generator[av.VideoFrame, None, None]", container.decode(stream))
         try:
             for frame in decoder:
                 failures = 0
@@ -180,7 +183,7 @@ def _grab_by_counting(path: Path, targets: list[int]) -> Iterator[tuple[int, av.
     container, stream = open_container(path)
     try:
         pending = iter(targets)
-        target = next(pending)
+        target: int | None = next(pending)
         for number, frame in enumerate(decoded_frames(container, stream)):
             if number == target:
                 yield number, frame

@@ -72,6 +72,17 @@ def test_validate_names_the_bad_file_and_field(tmp_path):
     assert "part-3.parquet" in out and "not a readable Parquet file" in out
 
 
+def test_release_of_a_file_url_reads_that_folder(tmp_path):
+    """``file://`` names a local run folder (run_path); the writer gets that folder, not the URL
+    (which it used to read as the relative path ``file:/...``)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    res = runner.invoke(app, ["release", f"file://{run}", str(tmp_path / "release"), "--no-check"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())
+    assert f"no shards in {run / 'instructions'}" in out
+
+
 @pytest.mark.slow
 def test_missing_reddit_credentials_name_the_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDDIT_")}

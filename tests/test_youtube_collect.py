@@ -254,6 +254,18 @@ def test_youtube_info_json_rows(host: VideoHost, clips, tmp_path: Path) -> None:
     assert len(ranges) >= 2 and all(r and r.startswith("bytes=") for r in ranges)
 
 
+def test_info_json_with_an_empty_epoch_is_collected_now(host: VideoHost, clips, tmp_path: Path, monkeypatch) -> None:
+    """An empty ``epoch`` counts as none: the snapshot time is now, not a null collected_at."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    folder = tmp_path / "saved"
+    write_info(folder, "one", yt_info(host, clips, "AAAAAAAAAAA", epoch=""))
+    refs, _ = list_refs([{"info_json_dir": str(folder)}], tmp_path)
+    out, dropped, _ = run_collect(collect_stage(tmp_path, download=False), *refs)
+    assert not dropped
+    assert [i["collected_at"].timestamp() for i in out["items"]] == [1767225600]
+    assert {c["collected_at"].timestamp() for c in out["comments"]} == {1767225600}
+
+
 def test_playlist_info_json_expands_to_entries(host: VideoHost, clips, tmp_path: Path) -> None:
     folder = tmp_path / "saved"
     playlist = {"_type": "playlist", "id": "PL1", "title": "list", "entries": [

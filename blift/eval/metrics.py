@@ -60,7 +60,7 @@ def to_array(values: Iterable[Any]) -> np.ndarray:
     return np.array([_as_float(v) for v in values], dtype=np.float64)
 
 
-def paired(y_true: Sequence[Any], y_pred: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def paired(y_true: Iterable[Any], y_pred: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
     """The pairs where both values are finite, as two float arrays (inputs must be equally long)."""
     t, p = to_array(y_true), to_array(y_pred)
     if t.shape != p.shape:
@@ -74,19 +74,19 @@ def signed_log1p(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def mae(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def mae(y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     """Mean absolute error over the complete pairs."""
     t, p = paired(y_true, y_pred)
     return float(np.mean(np.abs(t - p))) if t.size else math.nan
 
 
-def rmse(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def rmse(y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     """Root mean squared error over the complete pairs."""
     t, p = paired(y_true, y_pred)
     return float(np.sqrt(np.mean((t - p) ** 2))) if t.size else math.nan
 
 
-def r2(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def r2(y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     """Coefficient of determination 1 - SS_res / SS_tot (``nan`` for < 2 pairs or constant truth)."""
     t, p = paired(y_true, y_pred)
     if t.size < 2:
@@ -97,7 +97,7 @@ def r2(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
     return 1.0 - float(np.sum((t - p) ** 2)) / ss_tot
 
 
-def _correlation(fn: Any, y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def _correlation(fn: Any, y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     t, p = paired(y_true, y_pred)
     if t.size < 2 or np.all(t == t[0]) or np.all(p == p[0]):
         return math.nan
@@ -107,17 +107,17 @@ def _correlation(fn: Any, y_true: Sequence[Any], y_pred: Sequence[Any]) -> float
     return value if math.isfinite(value) else math.nan
 
 
-def pearson(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def pearson(y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     """Pearson's r over the complete pairs (``nan`` when undefined)."""
     return _correlation(stats.pearsonr, y_true, y_pred)
 
 
-def spearman(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
+def spearman(y_true: Iterable[Any], y_pred: Iterable[Any]) -> float:
     """Spearman's rho (average ranks for ties) over the complete pairs (``nan`` when undefined)."""
     return _correlation(stats.spearmanr, y_true, y_pred)
 
 
-def regression_report(y_true: Sequence[Any], y_pred: Sequence[Any], *, log1p: bool = False) -> dict[str, Any]:
+def regression_report(y_true: Iterable[Any], y_pred: Iterable[Any], *, log1p: bool = False) -> dict[str, Any]:
     """MAE, RMSE, R², Spearman and Pearson of one predicted quantity, with its coverage.
 
     Records without a true value are not part of the evaluation (``n_no_target``). Records with a

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -148,7 +148,10 @@ def generate(model: torch.nn.Module, collator: Any, examples: Sequence[Any], *, 
     answers: list[str] = []
     for chunk in batched(list(examples), batch_size):
         inputs = model_inputs(collator.prompt_batch(list(chunk)), model)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        # nn.Module types attributes it does not know as Tensor | Module; this is the Hugging Face
+        # model's (or its PEFT wrapper's) generate method.
+        model_generate = cast("Callable[..., torch.Tensor]", model.generate)
+        out = model_generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              eos_token_id=eos, pad_token_id=pad)
         new = out[:, inputs["input_ids"].shape[1]:]
         answers.extend(text.strip() for text in tok.batch_decode(new, skip_special_tokens=True))

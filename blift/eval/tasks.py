@@ -46,7 +46,7 @@ import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, overload
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -132,6 +132,10 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | _Bad]]:
 
 # ------------------------------------------------------------------ fields
 
+@overload
+def _text(row: dict[str, Any], name: str, *, required: Literal[True]) -> str: ...
+@overload
+def _text(row: dict[str, Any], name: str, *, required: bool) -> str | None: ...
 def _text(row: dict[str, Any], name: str, *, required: bool) -> str | None:
     value = row.get(name)
     if value is None:

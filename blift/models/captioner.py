@@ -180,10 +180,9 @@ def load_processor(source: ModelSource, model_type: str, model_config: Any) -> A
 def image_only_next_processor(source: ModelSource, model_config: Any) -> Any:
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaNextProcessor
 
-    kwargs = {"local_files_only": source.local_files_only}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        images = AutoImageProcessor.from_pretrained(source.location, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=source.local_files_only)
+        images = AutoImageProcessor.from_pretrained(source.location, local_files_only=source.local_files_only)
     except (OSError, ValueError, ImportError) as exc:
         raise ConfigError(f"caption model {source.spec!r}: cannot load its tokenizer/image processor ({exc})") from None
     saved = _processor_settings(source)

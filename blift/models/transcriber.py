@@ -115,7 +115,7 @@ class Transcriber(ABC):
 
     def __init__(self, options: TranscriberOptions) -> None:
         self.options = options
-        self.device = options.device
+        self.device: str = options.device  # a backend resolves it: "auto" becomes cpu, cuda, cuda:1...
         self.compute_type = options.compute_type
         self.model_source = options.model  # the path actually loaded, once resolved
         self.model_origin = "as configured"  # where it came from: local path, cache, download...

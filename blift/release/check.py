@@ -89,11 +89,12 @@ def compare_with_stats(stats: dict[str, Any] | None, released: int, duplicates: 
         value = ((stats.get("stages") or {}).get(stage) or {}).get("out", {}).get(table)
         out = int(value) if isinstance(value, (int, float)) else None
     cmp = StatsComparison(stats_out=out, duplicates=duplicates, released=released)
-    if out is not None and cmp.expected != released:
+    expected = cmp.expected  # None exactly when out is None
+    if expected is not None and expected != released:
         cmp.problems.append(
             f"config {table!r}: stats.json says the {stage} stage wrote {out} rows; the release left out "
-            f"{duplicates} duplicate(s), so {cmp.expected} were expected, but {released} were released "
-            f"({released - cmp.expected:+d}). The run folder holds shards the run did not account for "
+            f"{duplicates} duplicate(s), so {expected} were expected, but {released} were released "
+            f"({released - expected:+d}). The run folder holds shards the run did not account for "
             f"(an older run's?) or lacks some; re-run the stage or clean the folder")
     return cmp
 

@@ -257,7 +257,7 @@ def _log_hist(ax: "matplotlib.axes.Axes", series: list[tuple[str, np.ndarray]], 
     lo, hi = float(positive.min()), float(positive.max())
     edges = np.logspace(math.log10(lo), math.log10(hi), 21) if hi > lo else np.array([lo / 1.5, lo * 1.5])
     for label, vals in series:
-        ax.hist(vals, bins=edges, alpha=0.75 if len(series) > 1 else 1.0, label=label, edgecolor="white")
+        ax.hist(vals, bins=edges.tolist(), alpha=0.75 if len(series) > 1 else 1.0, label=label, edgecolor="white")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
@@ -270,7 +270,7 @@ def _log_hist(ax: "matplotlib.axes.Axes", series: list[tuple[str, np.ndarray]], 
 
 
 def _ratio_hist(ax: "matplotlib.axes.Axes", vals: np.ndarray, xlabel: str, hi: float = 1.0) -> None:
-    ax.hist(vals, bins=np.linspace(0.0, hi, 21), edgecolor="white")
+    ax.hist(vals, bins=np.linspace(0.0, hi, 21).tolist(), edgecolor="white")
     ax.set_xlim(0.0, hi)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)

@@ -188,7 +188,8 @@ def _hot(post: dict[str, Any]) -> float:
 
 def _controversy(post: dict[str, Any]) -> float:
     """Approximates Reddit's controversy: many votes (comments as a proxy), balanced up/down."""
-    ratio = float(post.get("upvote_ratio") if post.get("upvote_ratio") is not None else 1.0)
+    upvote_ratio = post.get("upvote_ratio")
+    ratio = float(upvote_ratio if upvote_ratio is not None else 1.0)
     balance = 1.0 - abs(2.0 * ratio - 1.0)
     return (int(post.get("num_comments") or 0) + 1) ** balance
 
@@ -484,6 +485,7 @@ class ReplayServer:
         if self._httpd is None:
             raise RuntimeError("ReplayServer is not started")
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # server_bind() stores getsockname(): the host is a str, never bytes
         return f"http://{host}:{port}"
 
     def start(self) -> ReplayServer:

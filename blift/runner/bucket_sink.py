@@ -380,7 +380,8 @@ class BucketSink:
         self._pending.clear()
         self._pending_bytes.clear()
         self._total_pending = 0
-        for writer in [*self._writers.values(), self._dropped, self._errors]:
+        writers: list[_BucketFile | _RollingWriter] = [*self._writers.values(), self._dropped, self._errors]
+        for writer in writers:
             try:
                 writer.remove()
             except OSError:

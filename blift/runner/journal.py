@@ -15,7 +15,7 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
@@ -24,7 +24,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._fh = None
+        self._fh: BinaryIO | None = None
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Entries by record key; a truncated or corrupt tail is dropped (and cut off the file)."""

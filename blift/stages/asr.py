@@ -102,7 +102,7 @@ class AsrStage(RecordStage):
         """The library versions and, for a local model, its files' sizes and mtimes: a new
         checkpoint under the same path, or a new decoder, redoes the shards."""
         assert isinstance(config, AsrConfig)
-        versions = {}
+        versions: dict[str, str | None] = {}
         for pkg in _PACKAGES[config.backend]:
             try:
                 versions[pkg] = importlib.metadata.version(pkg)

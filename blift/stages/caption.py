@@ -104,7 +104,8 @@ class CaptionStage(Stage):
         self._announced = False
 
     def setup(self) -> None:
-        if self.config.model is None:
+        model = self.config.model
+        if model is None:
             if not self._announced:
                 log.warning(SKIP_MESSAGE)
                 self._announced = True
@@ -115,7 +116,7 @@ class CaptionStage(Stage):
             )
 
             cfg = self.config
-            self.captioner = load_captioner(cfg.model, device=cfg.device, dtype=cfg.dtype,
+            self.captioner = load_captioner(model, device=cfg.device, dtype=cfg.dtype,
                                             max_new_tokens=cfg.max_new_tokens)
             log.info("caption: %s, batch %d", self.captioner.describe(), cfg.batch_size)
 

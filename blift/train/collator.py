@@ -38,7 +38,7 @@ import logging
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ import torch
 from blift.errors import InvalidRecord
 from blift.train.data import Example, even_indices
 from blift.train.prompt import EOS, GPT_ROLES, ConversationError, render, render_prompt
+
+if TYPE_CHECKING:
+    from transformers import CLIPImageProcessorPil
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,8 @@ class VlmCollator:
             self.video_token = (getattr(processor, "video_token", None) or getattr(self.tokenizer, "video_token", None)
                                 or "<video>")
             self.video_token_id = self._token_id(self.video_token)
-        self._video_images = None  # lazily built plain-resize image processor for NeXT-Video frames
+        # lazily built plain-resize image processor for NeXT-Video frames
+        self._video_images: CLIPImageProcessorPil | None = None
         # (image side, patch, strategy) of the model's vision tower: LLaVA-1.5 image-token counts
         # are then checked against the model, not against the processor that made them.
         self._vision: tuple[int, int, str] | None = None
@@ -241,6 +245,7 @@ class VlmCollator:
             if mode == "prompt":
                 return render_prompt(ex.conversations, media_token=media_text), []
             if mode == "score":
+                assert continuation is not None  # scoring_batch() passes one per example
                 turns = list(ex.conversations)
                 if turns and str(turns[-1].get("from") or turns[-1].get("role") or "").lower() in GPT_ROLES:
                     turns = turns[:-1]
@@ -264,12 +269,14 @@ class VlmCollator:
             if self.native_video:
                 kwargs["videos"] = [np.ascontiguousarray(frames.transpose(0, 2, 3, 1))]
             else:  # expand <video> here; the processor only sees the expanded tokens as text
+                video_token = self.video_token
+                assert video_token is not None  # _media() gives frames to video models only
                 media["pixel_values_videos"] = self._video_pixels(frames)
                 count = self._expected_media_tokens(media)[1]
-                at = text.index(self.video_token)
-                replacement = {"span": (at, at + len(self.video_token)),
-                               "new_span": (at, at + len(self.video_token) * count)}
-                text = text[:at] + self.video_token * count + text[at + len(self.video_token):]
+                at = text.index(video_token)
+                replacement = {"span": (at, at + len(video_token)),
+                               "new_span": (at, at + len(video_token) * count)}
+                text = text[:at] + video_token * count + text[at + len(video_token):]
                 spans = _shift(spans, [replacement])
         try:
             out = self.processor(text=[text], return_offsets_mapping=True, return_text_replacement_offsets=True,

@@ -155,7 +155,8 @@ def apply_lora(model: Any, lora: LoraSettings, *, tune_vision: bool) -> Any:
     saved = [p.rsplit(".", 1)[-1] for p in PROJECTOR_PARTS if _part(model, (p,)) is not None]
     if tune_vision:
         saved += [p for p in VISION_PARTS if _part(model, (p,)) is not None]
-    config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+    # peft annotates lora_alpha as int but only divides by it; a fractional alpha is kept as configured
+    config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,  # type: ignore[arg-type]
                              target_modules=lora_targets(list(lora.target_modules)),
                              modules_to_save=saved or None, task_type="CAUSAL_LM")
     try:

@@ -171,7 +171,7 @@ class DownloadStage(RecordStage):
         out: list[tuple[str, Any]] = []
         seen: set[str] = set()
         for row in shard.rows("items"):
-            uid = row.get("uid")
+            uid: str = row["uid"]  # non-null in the items schema
             if uid in seen:
                 log.warning("media.download: shard %s repeats item %s; keeping its first row", shard.shard_id, uid)
                 continue

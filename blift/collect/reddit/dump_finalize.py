@@ -131,7 +131,7 @@ def comment_depths(uids: list[str], comment_ids: list[str], parents: list[str | 
                 break
             on_path.add(k)
             path.append(k)
-            k = (k[0], parent)  # type: ignore[assignment]
+            k = (k[0], parent)
         depth = memo[k]
         for node in reversed(path):
             if node in memo:

@@ -318,7 +318,7 @@ def _ingest_fast(kind: str, file: str, first_line: int, lines: list[bytes | None
         for offset, line in enumerate(lines):
             line_no = first_line + offset
             try:
-                data = loads(line)
+                data = loads(line) if line is not None else None  # None: a line over the limit
             except Exception:  # noqa: BLE001 - _parse below names what it is
                 data = None
             if data.__class__ is not dict:
@@ -354,7 +354,7 @@ def _ingest_fast(kind: str, file: str, first_line: int, lines: list[bytes | None
         for offset, line in enumerate(lines):
             line_no = first_line + offset
             try:
-                data = loads(line)
+                data = loads(line) if line is not None else None  # None: a line over the limit
             except Exception:  # noqa: BLE001
                 data = None
             if data.__class__ is not dict:

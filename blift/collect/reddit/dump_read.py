@@ -92,6 +92,7 @@ def lines_of(pieces: list[bytes | None], max_line_bytes: int) -> list[bytes | No
             continue
         parts = piece.split(b"\n")
         if len(piece) > max_line_bytes:  # some line may be over the limit: check each
-            parts = [part if len(part) <= max_line_bytes else None for part in parts]
-        lines.extend(parts)
+            lines.extend(part if len(part) <= max_line_bytes else None for part in parts)
+        else:
+            lines.extend(parts)
     return lines

@@ -305,7 +305,7 @@ class DumpIngestStage(StreamStage):
     # ----------------------------------------------------------------------------- finalize
 
     @property
-    def finalize_threads(self) -> int:
+    def finalize_threads(self) -> int:  # type: ignore[override]  # StreamStage's is a plain attribute; read only
         """Buckets the sink may finish at once (:class:`blift.runner.bucket_sink.BucketSink`):
         one per parse worker, as many cores as the stream used. The pass is thread-safe (no
         shared state) and nearly all of it runs in Arrow without the GIL."""
@@ -363,6 +363,6 @@ _WRITE_WINDOW = 64 << 20
 def _write(sink: ShardSink, dataset: str, bucket: int, table: pa.Table) -> None:
     """Hand a table to sinks that take Arrow (no row dicts round trip), row dicts to the others."""
     if getattr(sink, "accepts_tables", False):
-        sink.write(dataset, bucket, table)  # type: ignore[arg-type]
+        sink.write(dataset, bucket, table)
     else:
         sink.write(dataset, bucket, table.to_pylist())

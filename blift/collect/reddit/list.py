@@ -75,7 +75,7 @@ def expand_reddit_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 raise _fail(index, unknown[0], f"unknown key in a posts entry; allowed: {', '.join(POSTS_KEYS)} "
                             "(listings and posts go in separate entries)")
             ids = list(dict.fromkeys(parse_post_ref(r, index) for r in _as_list(entry["posts"], index, "posts")))
-            spec = {"posts": ids}
+            spec: dict[str, Any] = {"posts": ids}
             kinds = [("posts", spec)]
         elif "subreddits" in entry:
             unknown = sorted(set(entry) - set(LISTING_KEYS))
@@ -146,6 +146,7 @@ class RedditListStage(RedditStage):
 
     def process_record(self, key: str, payload: Any) -> RecordOutput:
         kind, spec = request_spec(key, payload)
+        refs: list[tuple[str, str | None]]  # (post id, permalink when the listing gave one)
         if kind == "posts":
             ids = spec.get("posts") if isinstance(spec, dict) else None
             if not isinstance(ids, list):
@@ -159,7 +160,8 @@ class RedditListStage(RedditStage):
             refs, counters = self._listing(key, spec)
         else:
             raise InvalidRecord(f"request {key}: field 'kind': {kind!r} is not a reddit request (listing, posts)")
-        rows, seen = [], set()
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for item_id, permalink in refs:
             if item_id in seen:
                 continue

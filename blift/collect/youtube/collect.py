@@ -200,7 +200,7 @@ class YoutubeCollectStage(RecordStage):
         if str(info.get("id")) != item_id:
             log.warning("youtube.collect: %s: yt-dlp reports id %r; rows keep the ref's id", uid, info.get("id"))
         counters: dict[str, int] = {}
-        collected_at = utc_from_epoch(saved_epoch) if saved_epoch is not None else now_utc()
+        collected_at = utc_from_epoch(saved_epoch) or now_utc()  # no (or an empty) saved epoch: now
         subtitles = self._subtitles(ydl, info, counters)
         comments, capped = comment_rows(info, uid=uid, collected_at=collected_at, limit=cfg.max_comments)
         counters["comments"] = len(comments)

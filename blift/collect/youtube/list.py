@@ -177,21 +177,23 @@ class YoutubeListStage(RecordStage):
         kind, spec = request_spec(key, payload)
         counters: dict[str, int] = {}
         dropped: list[dict[str, Any]] = []
+        refs: list[tuple[str, str]]  # (item id, URL)
         if kind == "urls":
-            refs = []
+            videos: list[VideoRef] = []
             for url in spec.get("urls") or []:
                 try:
-                    refs.append(video_ref(url))
+                    videos.append(video_ref(url))
                 except ValueError as exc:
                     raise InvalidRecord(f"request {key}: field 'spec.urls': {exc}") from None
-            refs = [(r.item_id, r.url) for r in refs]
+            refs = [(r.item_id, r.url) for r in videos]
         elif kind in ("playlist", "channel"):
             refs, counters = self._listing(key, kind, spec)
         elif kind == "info_json_dir":
             refs, counters, dropped = self._info_json_dir(key, spec)
         else:
             raise InvalidRecord(f"request {key}: field 'kind': {kind!r} is not a youtube request ({', '.join(REQUEST_KINDS)})")
-        rows, seen = [], set()
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for item_id, url in refs:
             if item_id in seen:
                 counters["duplicates"] = counters.get("duplicates", 0) + 1

@@ -113,6 +113,7 @@ class OcrEngine:
         joined by spaces, lines by newlines; "" when there is no text."""
         prepared = self.prepare(img)
         lo, hi = prepared.getextrema()
+        assert not isinstance(lo, tuple) and not isinstance(hi, tuple)  # mode "L": one band, (min, max)
         if hi - lo < self.min_contrast:
             return ""
         try:

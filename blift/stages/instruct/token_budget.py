@@ -169,7 +169,8 @@ def fit(video: VideoText, measure: Callable[[str], int], limit: int, *,
     def done(plan: Shortening, steps: list[str], fits: bool) -> Fitted:
         return Fitted(render(video, plan, lines), plan, tokens(plan), fits, steps)
 
-    plan, steps = FULL, []
+    plan = FULL
+    steps: list[str] = []
     if tokens(plan) <= limit:
         return done(plan, steps, True)
     scenes = video.scenes

@@ -48,7 +48,7 @@ def small_bgr(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     if frame.format.name in ("yuv420p", "yuvj420p") and frame.width >= w and frame.height >= h:
         planes = []
         for plane, (pw, ph) in zip(frame.planes, ((w, h), (w // 2, h // 2), (w // 2, h // 2))):
-            full = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+            full = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
             planes.append(cv2.resize(full, (pw, ph), interpolation=cv2.INTER_LINEAR).ravel())
         i420 = np.concatenate(planes).reshape(h * 3 // 2, w)
         return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
