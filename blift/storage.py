@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, TypeGuard, Union, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, Union, cast
 
 from blift.errors import ConfigError
 from blift.ids import file_sha256
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from upath import UPath
 
 RunPath = Union[Path, "UPath"]
+RunPathT = TypeVar("RunPathT", Path, "UPath")  # "the same kind of path as the argument"
 
 URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 PATHLIB_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from blift import schemas, storage
 from blift.errors import SchemaError
-from blift.storage import RunPath
+from blift.storage import RunPath, RunPathT
 
 META_RELEASE_COLUMNS = b"blift.release_columns"  # columns a release adds to a table (scene replay, image bytes)
 # Files are readable by others like any file this process creates (mkstemp alone gives 0600).
@@ -110,7 +110,7 @@ def read_shard(path: RunPath, expected: str | None = None) -> pa.Table:
     return table
 
 
-def shard_paths(folder: RunPath) -> list[RunPath]:
+def shard_paths(folder: RunPathT) -> list[RunPathT]:
     """Finished shards of a dataset folder, sorted (temporary files are ignored)."""
     if not folder.is_dir():
         return []

@@ -398,7 +398,7 @@ def _num(value: float | int | None, ratio: bool = False) -> str:
     return f"{value:,.1f}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -456,7 +456,9 @@ def build_context(release_dir: Path, *, repo_id: str | None = None) -> dict[str,
     names = list(manifest.configs)
     default = next((n for n in names if manifest.configs[n].default), names[0])
     names = [default] + [n for n in names if n != default]  # release.json sorts its keys: default first
-    configs, fields_ctx, config_rows = [], [], []
+    configs: list[Any] = []
+    fields_ctx: list[dict[str, Any]] = []
+    config_rows: list[Any] = []
     for name in names:
         cfg = manifest.configs[name]
         columns, omitted = config_columns(release_dir, name, cfg)

@@ -679,7 +679,7 @@ class _Facts:
             return
         if "platform" in table.column_names:
             self.platforms.update(p for p in pc.unique(table.column("platform")).to_pylist() if p)
-        cols = ("created_at", "collected_at") if schema_name == "items" else ()
+        cols: tuple[str, ...] = ("created_at", "collected_at") if schema_name == "items" else ()
         if schema_name == "items":
             self.have_items = True
         elif schema_name == "instructions":

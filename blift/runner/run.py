@@ -110,7 +110,7 @@ def plan_stage(stage_cls: type[Stage], spec: StageSpec, shards: list[str], retry
         fps = {d: listing.fingerprint(input_path(run_dir, spec, d, shard)) for d in stage_cls.inputs}
         ok = matches(manifest, run_dir=run_dir, stage_version=stage_cls.version, config_hash=spec.config_hash,
                      inputs=fps, outputs=output_files(stage_cls, spec, shard), listing=listing)
-        if ok and retry_failed and manifest["summary"]["errors"].get("transient"):
+        if ok and retry_failed and manifest and manifest["summary"]["errors"].get("transient"):
             todo.append(ShardTask(shard, fps, retry_failed=True))
         elif ok:
             skipped.append(shard)
@@ -199,6 +199,7 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
             reporter.stage_start(stage_cls.name, 0, 1)
         return plan, ({} if opts.dry_run else stage_stats(run_dir, stage_cls.name, [STREAM_SHARD])), []
     stage = build_stage(spec)
+    assert isinstance(stage, StreamStage)
     stage.setup()
     reporter.stage_start(stage_cls.name, 1, 0, stage.describe())
     requests = [row for s in shards for row in tables.read_shard(input_path(run_dir, spec, "requests", s), "requests").to_pylist()]

@@ -91,7 +91,8 @@ def read_stats(run_dir: RunPath) -> dict[str, Any]:
     path = layout.stats_path(run_dir)
     if path.exists():
         return json.loads(path.read_text())
-    stages = {p.name: stage_stats(run_dir, p.name) for p in sorted(layout.manifests_dir(run_dir).glob("*")) if p.is_dir()}
+    names = sorted(p.name for p in layout.manifests_dir(run_dir).glob("*") if p.is_dir())
+    stages = {name: stage_stats(run_dir, name) for name in names}
     return {"pipeline": None, "stages": stages}
 
 

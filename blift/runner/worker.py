@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from blift import schemas, tables
+from blift import schemas, storage, tables
 from blift.errors import BliftError, ErrorClass, classify
 from blift.processes import die_with_parent
 from blift.registry import load_stage
@@ -241,7 +241,7 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
         watchdog.begin(key)
         try:
             out: RecordOutput = stage.process_record(key, payload)
-            entry = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped, "counters": out.counters}
+            entry: dict[str, Any] = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped, "counters": out.counters}
         except BliftError:
             raise  # bad credentials or config: every record would fail the same way; stop the run
         except Exception as exc:  # noqa: BLE001 - one bad record never kills the shard
@@ -300,7 +300,7 @@ def _write_outputs(stage: Stage, spec: StageSpec, task: ShardTask, result: Stage
     dropped_rows = [{"stage": stage.name, **row} if "stage" not in row else row for row in result.dropped]
     tables.write_rows(layout.dropped_path(run_dir, stage.name, task.shard), dropped_rows, "dropped")
     summary.dropped = dict(Counter(row["reason"] for row in dropped_rows))
-    error_rows = [
+    error_rows: list[dict[str, Any]] = [
         {
             "stage": stage.name,
             "shard": task.shard,
@@ -322,7 +322,7 @@ def output_files(stage: Stage | type[Stage], spec: StageSpec, shard: str) -> lis
     run_dir = run_path(spec.run_dir)
     paths = [layout.shard_path(run_dir, spec.outputs[d], shard) for d in stage.outputs]
     paths += [layout.dropped_path(run_dir, stage.name, shard), layout.errors_path(run_dir, stage.name, shard)]
-    return [str(p.relative_to(run_dir)) for p in paths]
+    return [storage.relative(p, run_dir) for p in paths]
 
 
 def _write_manifest(stage: Stage, spec: StageSpec, task: ShardTask, summary: ShardSummary) -> None:

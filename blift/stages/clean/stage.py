@@ -72,7 +72,7 @@ class CleanStage(Stage):
         # The paper picked its thresholds by inspection per platform: 0.6 on Reddit, 0.7 on YouTube
         # (YouTube comments are shorter, so more of them look alike by chance).
         near_duplicate_thresholds: dict[str, float | None] = Field(
-            default_factory=lambda: {"youtube": 0.7},
+            default_factory=lambda: dict[str, float | None](youtube=0.7),
             description="per-platform override of near_duplicate_threshold (null disables for that platform)")
         drop_duplicates: bool = Field(True, description="exact-duplicate pass before the models "
                                       "(the near-duplicate pass, if on, catches exact copies later anyway)")
@@ -277,7 +277,7 @@ class CleanStage(Stage):
             res = find_duplicates(v.take(v.uids, rows), v.take(v.ids, rows), v.take(v.texts, rows),
                                   v.scores[rows], threshold=threshold, normalized=v.take(v.norm, rows))
             hits = [k for k, r in enumerate(res.reasons) if r]
-            v.drop(rows[hits], [res.reasons[k] for k in hits],
+            v.drop(rows[hits], [reason for reason in res.reasons if reason],
                    [f"of {res.kept_id[k]} (cosine {res.similarity[k]})" for k in hits])
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -93,6 +94,9 @@ _CAPTION_COLUMNS = ("uid", "media_index", "scene", "caption", "keywords")
 _GONE = {"[deleted]", "[removed]"}
 
 
+Task = Literal["behavior", "content"]
+
+
 class InstructConfig(StageConfig):
     behavior_template: str = "reddit_image_behavior"
     content_template: str = "reddit_image_content"
@@ -101,7 +105,7 @@ class InstructConfig(StageConfig):
     max_comment_chars: int = Field(500, ge=20, description="longer comments are cut at a word with …")
     split_validation: float = Field(0.05, ge=0.0, le=1.0)
     split_test: float = Field(0.05, ge=0.0, le=1.0)
-    tasks: list[Literal["behavior", "content"]] = Field(default_factory=lambda: ["behavior", "content"])
+    tasks: list[Task] = Field(default_factory=lambda: list[Task](["behavior", "content"]))
     video_behavior_template: str = "youtube_video_behavior"
     video_content_template: str = "youtube_video_content"
     max_tokens: int = Field(1500, ge=64, description=(
@@ -156,6 +160,7 @@ class InstructStage(Stage):
     def fingerprint(cls, config: StageConfig) -> dict[str, Any]:
         """The templates' bytes (editing a template redoes the records it produced) and the
         tokenizer that the video token budget counts with."""
+        assert isinstance(config, InstructConfig)
         refs = (config.behavior_template, config.content_template, config.video_behavior_template,
                 config.video_content_template)
         out: dict[str, Any] = {ref: hashlib.sha256(template_path(ref)[0].read_bytes()).hexdigest()[:16] for ref in refs}
@@ -281,7 +286,7 @@ class InstructStage(Stage):
     # ------------------------------------------------------------------ one item
 
     def _item(self, item: dict[str, Any], media: list[dict[str, Any]], attributes: list[dict[str, Any]],
-              comments: list[dict[str, Any]], counters: dict[str, int], captions: list[dict[str, Any]] = ()
+              comments: list[dict[str, Any]], counters: dict[str, int], captions: Sequence[dict[str, Any]] = ()
               ) -> tuple[list[dict[str, Any]], str | None, str | None]:
         """(records, None, None) for an eligible image item, else ([], reason, detail)."""
         uid = item["uid"]
@@ -360,7 +365,8 @@ class InstructStage(Stage):
             candidates.append(c)
         candidates.sort(key=lambda c: _score_key(c, field))
         need = max(self.config.top_k_comments, self.config.min_comments)
-        top, usable = [], 0
+        top: list[tuple[dict[str, Any], str]] = []
+        usable = 0
         for c in candidates:
             text = tidy(c.get("text"))
             if not text or text in _GONE:

@@ -39,6 +39,7 @@ Choices (the paper does not say):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -102,7 +103,7 @@ def _no_media_detail(media: list[dict[str, Any]], video: dict[str, Any] | None) 
 class VideoRecords:
     """Builds the records of one video item; one instance per stage worker."""
 
-    def __init__(self, templates: dict[str, Template], tasks: list[str], *, counter: TokenCounter, max_tokens: int,
+    def __init__(self, templates: dict[str, Template], tasks: Sequence[str], *, counter: TokenCounter, max_tokens: int,
                  most_replayed_k: int, top_k_comments: int, min_comments: int, require_heatmap: bool,
                  split_validation: float, split_test: float) -> None:
         self.templates = templates
