@@ -440,8 +440,11 @@ class _Push:
         n = 0
         while True:
             n += 1
-            done = self._commit(self.next_upload_batch, lambda b: f"Upload {len(b.adds)} file(s) (blift push, part {n})",
-                                task)
+
+            def title(b: _Batch, part: int = n) -> str:
+                return f"Upload {len(b.adds)} file(s) (blift push, part {part})"
+
+            done = self._commit(self.next_upload_batch, title, task)
             if done is None:
                 break
         if self.append:
@@ -462,8 +465,12 @@ class _Push:
         adds = [op for op in batch.operations if isinstance(op, CommitOperationAdd)]
         for i in range(0, len(adds), self.max_files):
             chunk = adds[i:i + self.max_files]
-            self._with_retry(lambda: self.api.preupload_lfs_files(self.repo_id, additions=chunk, repo_type="dataset",
-                                                                   revision=self.revision))
+
+            def upload(chunk: list[Any] = chunk) -> Any:
+                return self.api.preupload_lfs_files(self.repo_id, additions=chunk, repo_type="dataset",
+                                                    revision=self.revision)
+
+            self._with_retry(upload)
 
     def _with_retry(self, fn: Callable[[], Any], before_retry: Callable[[], None] | None = None) -> Any:
         def counted(attempt: int, exc: BaseException, delay: float) -> None:
