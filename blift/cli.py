@@ -70,7 +70,8 @@ def run(
                                       "s3://bucket/run (default: the pipeline's `out`, else runs/<name>)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="worker processes per stage"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the pipeline"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
     ray_wait_timeout: float = typer.Option(3600.0, "--ray-wait-timeout", min=1,
                                            help="Ray: end the run when no shard finishes for this many seconds"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show what would run"),
@@ -79,7 +80,8 @@ def run(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="progress bars (default: on a TTY)"),
     no_release: bool = typer.Option(False, "--no-release", help="skip the pipeline's release step"),
     record_timeout: float = typer.Option(900.0, "--record-timeout", min=0,
-                                         help="watchdog: fail a record (and restart its worker) after this many seconds; 0: off"),
+                                         help="watchdog: fail a record (and restart its worker) after this many "
+                                         "seconds; 0: off"),
 ) -> None:
     """Run a pipeline; finished shards are skipped, so rerunning resumes."""
     from blift.pipeline import RunOptions, release_folder, run_pipeline
@@ -148,7 +150,8 @@ def stage_cmd(
         entry = StageEntry(stage=name, config=cfg, requests=requests, workers=workers)
         reporter = make_reporter(None)
         try:
-            _, stats, failures = run_stage(entry, run_dir, Path.cwd(), {}, RunOptions(workers=workers, retry_failed=retry_failed),
+            _, stats, failures = run_stage(entry, run_dir, Path.cwd(), {},
+                                           RunOptions(workers=workers, retry_failed=retry_failed),
                                            reporter, f"stage {name}")
         finally:
             reporter.close()
@@ -261,14 +264,17 @@ def release(
     config: list[str] = typer.Option([], "--config", help="release config=run dataset (repeatable)"),
     max_shard_bytes: int = typer.Option(500_000_000, "--max-shard-bytes", min=1,
                                         help="cut shards at this many uncompressed bytes"),
-    images: str = typer.Option("paths", "--images", help="images as 'paths' (files under media/) or 'bytes' (datasets Image)"),
+    images: str = typer.Option("paths", "--images",
+                               help="images as 'paths' (files under media/) or 'bytes' (datasets Image)"),
     videos: str = typer.Option("paths", "--videos", help="videos as 'paths' or 'frames' (arrays in the Parquet)"),
     check: bool = typer.Option(True, "--check/--no-check", help="load the result with datasets.load_dataset"),
-    license: str = typer.Option("other", "--license", help="card license (the media and texts belong to their authors)"),
+    license: str = typer.Option("other", "--license",
+                                help="card license (the media and texts belong to their authors)"),
     takedown_contact: Optional[str] = typer.Option(None, "--takedown-contact", help="e-mail or URL shown in the card"),
     push: Optional[str] = typer.Option(None, "--push", metavar="ORG/NAME", help="then push it to the Hugging Face Hub"),
     private: bool = typer.Option(False, "--private", help="with --push: create the Hub repo private"),
-    append: bool = typer.Option(False, "--append", help="with --push: add new shards to the Hub copy, renumbering -of-N"),
+    append: bool = typer.Option(False, "--append",
+                                help="with --push: add new shards to the Hub copy, renumbering -of-N"),
 ) -> None:
     """Write the Hugging Face layout (data/<config>/<split>-0000i-of-0000N.parquet + card), check it
     loads, and optionally push it (resumable: rerun an interrupted push)."""
@@ -352,7 +358,8 @@ def takedown(
 def train_cmd(
     config: Path = typer.Argument(..., help="training config YAML (see blift/train/recipes/behavior_llava.yaml)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the last checkpoint in output_dir"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="stop after this many steps (a smoke run)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
+                                            help="stop after this many steps (a smoke run)"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="override the config's output_dir"),
 ) -> None:
     """Fine-tune a LLaVA-family model on released BLIFT records (full or LoRA). Under several GPUs:
@@ -362,7 +369,8 @@ def train_cmd(
 
     try:
         cfg = load_train_config(config)
-        updates = {k: v for k, v in {"max_steps": max_steps, "output_dir": str(output_dir) if output_dir else None}.items()
+        updates = {k: v for k, v in {"max_steps": max_steps,
+                                     "output_dir": str(output_dir) if output_dir else None}.items()
                    if v is not None}
         result = do_train(cfg.model_copy(update=updates) if updates else cfg, resume=resume)
     except BliftError as exc:

@@ -31,7 +31,8 @@ class StageEntry(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict, description="rename input datasets: declared -> folder")
     outputs: dict[str, str] = Field(default_factory=dict, description="rename output datasets: declared -> folder")
     workers: int | None = Field(default=None, ge=1, description="worker processes for this stage")
-    record_timeout_s: float | None = Field(default=None, gt=0, description="watchdog for record stages (default: the run's)")
+    record_timeout_s: float | None = Field(default=None, gt=0,
+                                           description="watchdog for record stages (default: the run's)")
 
 
 class ReleaseSpec(BaseModel):
@@ -44,7 +45,8 @@ class ReleaseSpec(BaseModel):
     videos: Literal["paths", "frames"] = Field(default="paths", description="videos as files or frame arrays")
     license: str = Field(default="other", description="card license; the media and texts belong to their authors")
     pretty_name: str | None = None
-    takedown_contact: str | None = Field(default=None, description="e-mail or URL for removal requests, shown in the card")
+    takedown_contact: str | None = Field(default=None,
+                                         description="e-mail or URL for removal requests, shown in the card")
     push: str | None = Field(default=None, description="ORG/NAME: push the release to the Hub after the run")
     private: bool = Field(default=False, description="with push: create the Hub repo private")
 
@@ -57,7 +59,8 @@ class Pipeline(BaseModel):
     out: str | None = Field(default=None, description="run folder (default runs/<name>)")
     replay: ReplaySpec | None = None
     executor: Literal["local", "ray"] = Field(default="local", description="local process pools or a Ray cluster")
-    ray_address: str | None = Field(default=None, description="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    ray_address: str | None = Field(default=None,
+                                    description="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     stages: list[StageEntry]
     release: ReleaseSpec | None = None
 
@@ -75,11 +78,13 @@ def format_validation(exc: ValidationError, prefix: str, model: type[BaseModel])
             known = sorted(model.model_fields) if len(err["loc"]) == 1 else []
             close = difflib.get_close_matches(field, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"{prefix}field {loc!r}: unknown field{hint}" + (f"; known fields: {', '.join(known)}" if known else ""))
+            lines.append(f"{prefix}field {loc!r}: unknown field{hint}"
+                         + (f"; known fields: {', '.join(known)}" if known else ""))
         elif err["type"] == "missing":
             lines.append(f"{prefix}field {loc!r}: required but missing")
         else:
-            lines.append(f"{prefix}field {loc!r}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r:.60})")
+            lines.append(f"{prefix}field {loc!r}: {err['msg'].removeprefix('Value error, ')} "
+                         f"(got {err.get('input')!r:.60})")
     return "\n".join(lines)
 
 
@@ -142,7 +147,8 @@ def load_pipeline(path: Path) -> Pipeline:
         for side, declared in (("inputs", cls.inputs), ("outputs", cls.outputs)):
             bad = set(getattr(entry, side)) - set(declared)
             if bad:
-                raise ConfigError(f"{where}: {side}: unknown dataset(s) {sorted(bad)}; this stage has {sorted(declared)}")
+                raise ConfigError(f"{where}: {side}: unknown dataset(s) {sorted(bad)}; "
+                                  f"this stage has {sorted(declared)}")
         if "requests" in cls.inputs and not entry.requests:
             raise ConfigError(f"{where}: field 'requests': this source stage needs a non-empty 'requests' list")
         if entry.requests and "requests" not in cls.inputs:

@@ -82,7 +82,8 @@ class FrameIndex:
         return mean > 0 and float(np.abs(deltas - mean).max()) > tolerance * mean
 
 
-def open_container(path: Path, thread_type: str = "FRAME") -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_container(path: Path,
+                   thread_type: str = "FRAME") -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open ``path`` and its first video stream. Frame threading by default: it measured faster
     than "AUTO" for the detection pass on 2 cores (benchmarks/bench_scenes.py)."""
     try:

@@ -91,7 +91,8 @@ _NUMBER_RE = re.compile(
     r"(?:[ \t]*(?P<pct>%|percent|per[ \t]?cent))?",
     re.IGNORECASE,
 )
-_SCENE_PAIR_RE = re.compile(r"scene[ \t]*#?(?P<k>\d+)[ \t]*(?:\([^)]*\))?[ \t]*[:=\-–]?[ \t]*(?P<v>[-+]?(?:\d+(?:\.\d+)?|\.\d+)"
+_SCENE_PAIR_RE = re.compile(r"scene[ \t]*#?(?P<k>\d+)[ \t]*(?:\([^)]*\))?[ \t]*[:=\-–]?[ \t]*"
+                            r"(?P<v>[-+]?(?:\d+(?:\.\d+)?|\.\d+)"
                             r"[ \t]*%?)", re.IGNORECASE)
 _RANK_RE = re.compile(r"^\s*(?:(?:\d{1,3}[.):]|[-*•])\s+|\d{1,3}[.)](?=\S))")
 _INLINE_RANK_RE = re.compile(r"(?:^|(?<=\s))(\d{1,3})[.)]\s+")

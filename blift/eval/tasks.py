@@ -181,7 +181,8 @@ def _choice(answer: Any, options: list[str]) -> int:
         if _fold(answer) in folded:
             return folded.index(_fold(answer))
         letter = answer.strip().rstrip(").").upper()
-        if len(letter) == 1 and letter in string.ascii_uppercase and string.ascii_uppercase.index(letter) < len(options):
+        if (len(letter) == 1 and letter in string.ascii_uppercase
+                and string.ascii_uppercase.index(letter) < len(options)):
             return string.ascii_uppercase.index(letter)
         raise _Bad("answer", f"{answer!r:.60} is none of the options {options!r:.120} (nor an index or letter)")
     raise _Bad("answer", f"multiple choice needs the right option (index, text or letter), got {answer!r:.60}")

@@ -54,7 +54,8 @@ class FasterWhisperTranscriber(Transcriber):
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ConfigError(f"asr: faster-whisper could not load model {options.model!r} from "
-                              f"{resolved.source} ({resolved.origin}) on {self.device}/{self.compute_type}: {exc}") from None
+                              f"{resolved.source} ({resolved.origin}) on {self.device}/{self.compute_type}: "
+                              f"{exc}") from None
         # Batched decoding: the VAD cuts the audio into speech chunks (up to 30 s) that are decoded
         # independently, several at once. On 2 CPU cores it measured 1.6x faster than the
         # sequential decoder at beam 5 (RTF 0.034 vs 0.055, benchmarks/bench_asr.py) with a

@@ -107,7 +107,8 @@ class OpenAIWhisperTranscriber(Transcriber):
 
 def _segment(s: dict[str, Any]) -> Segment:
     words = tuple(
-        Word(start=float(w["start"]), end=float(w["end"]), word=str(w["word"]).strip(), probability=float(w["probability"]))
+        Word(start=float(w["start"]), end=float(w["end"]), word=str(w["word"]).strip(),
+             probability=float(w["probability"]))
         for w in s.get("words") or ()
     )
     return Segment(

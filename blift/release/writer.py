@@ -139,7 +139,8 @@ class ReleaseReport:
         """Human-readable lines for the CLI: rows and shards per config and split, the check."""
         lines = []
         for config, splits in self.rows.items():
-            parts = ", ".join(f"{split}={n} ({len(self.files.get(config, {}).get(split, []))} shard(s))" for split, n in splits.items())
+            parts = ", ".join(f"{split}={n} ({len(self.files.get(config, {}).get(split, []))} shard(s))"
+                              for split, n in splits.items())
             lines.append(f"{config}: {parts}")
         for config, why in self.skipped.items():
             lines.append(f"{config}: skipped ({why})")
@@ -433,7 +434,8 @@ def _scenes_rows(table: pa.Table, ctx: _Ctx, where: Path) -> pa.Table:
         type_ = declared.field(name).type
         table = table.append_column(pa.field(name, type_), pa.array([j[name] for j in joined], type=type_))
     if ctx.images == "bytes":
-        table = table.append_column(pa.field("keyframe", feats.IMAGE_STRUCT), pa.array(keyframes, type=feats.IMAGE_STRUCT))
+        table = table.append_column(pa.field("keyframe", feats.IMAGE_STRUCT),
+                                    pa.array(keyframes, type=feats.IMAGE_STRUCT))
         ctx.embedded["scenes.keyframe"] += sum(k is not None for k in keyframes)
     return table
 

@@ -185,7 +185,8 @@ class BucketSink:
 
     def _clear_temps(self) -> None:
         """Remove this sink's temporary files left by a crashed run (only names it would write)."""
-        pattern = re.compile(rf"\.{re.escape(self.prefix)}-(?:(?:\d{{5}}|side)\.parquet\.\d+|\d{{5}}\.ipc){re.escape(_TMP_SUFFIX)}")
+        pattern = re.compile(rf"\.{re.escape(self.prefix)}-(?:(?:\d{{5}}|side)\.parquet\.\d+|\d{{5}}\.ipc)"
+                             rf"{re.escape(_TMP_SUFFIX)}")
         for folder in self._folders():
             if folder.is_dir():
                 for path in folder.iterdir():
@@ -206,7 +207,8 @@ class BucketSink:
         self._check_open()
         schema = self._schemas.get(dataset)
         if schema is None:
-            raise ConfigError(f"{self.stage_name}: wrote to dataset {dataset!r}, which is not one of its outputs {sorted(self.outputs)}")
+            raise ConfigError(f"{self.stage_name}: wrote to dataset {dataset!r}, which is not one of its outputs "
+                              f"{sorted(self.outputs)}")
         if not 0 <= bucket < self.buckets:
             raise ConfigError(f"{self.stage_name}: bucket {bucket} out of range 0..{self.buckets - 1}")
         where = f"{self.stage_name} {dataset} {self.shard_name(bucket)}: "

@@ -102,7 +102,8 @@ class LocalExecutor:
                             broken = True  # stop the workers, then let the error end the run
                             raise
                         except Exception as exc:  # noqa: BLE001 - a shard's failure never stops the job
-                            retry_or_fail(task, attempts, pending, self.max_attempts, on_failed, type(exc).__name__, str(exc))
+                            retry_or_fail(task, attempts, pending, self.max_attempts, on_failed, type(exc).__name__,
+                                          str(exc))
                     if broken:
                         for fut, task in list(in_flight.items()):
                             in_flight.pop(fut)
@@ -112,4 +113,5 @@ class LocalExecutor:
             finally:
                 pool.shutdown(wait=not broken, cancel_futures=True)
             if broken:
-                log.warning("%s: a worker process died; restarting the pool (%d shard(s) left)", spec.stage_name, len(pending))
+                log.warning("%s: a worker process died; restarting the pool (%d shard(s) left)", spec.stage_name,
+                            len(pending))

@@ -42,7 +42,8 @@ class LogReporter(Reporter):
     def stage_start(self, stage: str, total: int, skipped: int, describe: str = "") -> None:
         self._t0[stage] = time.monotonic()
         self._n[stage] = [0, total, 0]
-        log.info("stage %s: %d shard(s) to run, %d already done%s", stage, total, skipped, f" ({describe})" if describe else "")
+        log.info("stage %s: %d shard(s) to run, %d already done%s", stage, total, skipped,
+                 f" ({describe})" if describe else "")
 
     def shard_done(self, stage: str, summary: Any) -> None:
         n = self._n[stage]
@@ -83,7 +84,8 @@ class RichReporter(LogReporter):
 
     def stage_start(self, stage: str, total: int, skipped: int, describe: str = "") -> None:
         super().stage_start(stage, total, skipped, describe)
-        self._tasks[stage] = self.progress.add_task(stage, total=max(total, 1) if total else 0, stage=stage, records=0, rate="0")
+        self._tasks[stage] = self.progress.add_task(stage, total=max(total, 1) if total else 0, stage=stage, records=0,
+                                                    rate="0")
 
     def shard_done(self, stage: str, summary: Any) -> None:
         n = self._n[stage]

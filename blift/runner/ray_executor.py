@@ -277,8 +277,9 @@ class RayExecutor:
                 if not ready:
                     if time.monotonic() - last_progress > self.wait_timeout_s:
                         raise BliftError(
-                            f"stage {spec.stage_name}: no shard finished on the Ray cluster for {self.wait_timeout_s:g} s "
-                            f"({len(in_flight)} in flight); is a node with the resources it needs alive? "
+                            f"stage {spec.stage_name}: no shard finished on the Ray cluster "
+                            f"for {self.wait_timeout_s:g} s ({len(in_flight)} in flight); "
+                            f"is a node with the resources it needs alive? "
                             f"(cluster resources now: {ray.available_resources()})")
                     continue
                 last_progress = time.monotonic()
@@ -293,7 +294,8 @@ class RayExecutor:
                         if isinstance(cause, BliftError):
                             raise cause from None
                         err = cause if isinstance(cause, BaseException) else exc
-                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, type(err).__name__, str(err))
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, type(err).__name__,
+                                      str(err))
                     except WorkerCrashedError as exc:  # Ray already re-ran it max_retries times
                         attempts[item.task.shard] = max(attempts[item.task.shard], self.max_attempts)
                         retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, "WorkerCrashedError",
@@ -304,7 +306,8 @@ class RayExecutor:
                         retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, type(exc).__name__,
                                       f"the Ray actor running this shard died: {exc}")
                     except GetTimeoutError as exc:  # pragma: no cover - a ready ref is already local
-                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, "GetTimeoutError", str(exc))
+                        retry_or_fail(item.task, attempts, pending, self.max_attempts, on_failed, "GetTimeoutError",
+                                      str(exc))
                     else:
                         on_done(summary)
         finally:

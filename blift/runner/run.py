@@ -202,7 +202,8 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     assert isinstance(stage, StreamStage)
     stage.setup()
     reporter.stage_start(stage_cls.name, 1, 0, stage.describe())
-    requests = [row for s in shards for row in tables.read_shard(input_path(run_dir, spec, "requests", s), "requests").to_pylist()]
+    requests = [row for s in shards
+                for row in tables.read_shard(input_path(run_dir, spec, "requests", s), "requests").to_pylist()]
     t0 = time.monotonic()
     sink = BucketSink(run_dir, stage_cls.name, dict(stage_cls.outputs), stage.buckets())
     try:
@@ -248,7 +249,8 @@ def run_stages(pipeline: Pipeline, source: Path | str, base: Path, variables: di
         run_dir.mkdir(parents=True, exist_ok=True)
     entries = [(i, e) for i, e in enumerate(pipeline.stages) if not only or e.stage in only]
     if opts.forward_env is None:  # what Ray workers need: every stage of this run declares its own
-        opts = replace(opts, forward_env=tuple(sorted({p for _, e in entries for p in load_stage(e.stage).forward_env})))
+        opts = replace(opts, forward_env=tuple(sorted({p for _, e in entries
+                                                       for p in load_stage(e.stage).forward_env})))
     reporter = make_reporter(opts.progress) if not opts.dry_run else Reporter()
     report = RunReport(run_dir=run_dir, stats={})
     stage_stats_all: dict[str, dict[str, Any]] = {}
@@ -265,5 +267,6 @@ def run_stages(pipeline: Pipeline, source: Path | str, base: Path, variables: di
         reporter.close()
     if not opts.dry_run:
         report.stats = write_stats(run_dir, pipeline.name, stage_stats_all,
-                                   {"wall_seconds": round(time.monotonic() - t0, 3), "failed_shards": len(report.failed)})
+                                   {"wall_seconds": round(time.monotonic() - t0, 3),
+                                    "failed_shards": len(report.failed)})
     return report

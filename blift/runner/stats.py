@@ -75,7 +75,8 @@ def merge_languages(shards: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def write_stats(run_dir: RunPath, pipeline: str, stages: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_stats(run_dir: RunPath, pipeline: str, stages: dict[str, dict[str, Any]],
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     stats = {
         "pipeline": pipeline,
         "blift_version": __version__,

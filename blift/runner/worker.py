@@ -170,14 +170,16 @@ def _previous_entries(stage: RecordStage, spec: StageSpec, task: ShardTask) -> d
     dpath = layout.dropped_path(run_dir, spec.stage_name, task.shard)
     if dpath.exists() and stage.key_column == "uid":
         for row in tables.read_shard(dpath, "dropped").to_pylist():
-            entries.setdefault(row["uid"], {"key": row["uid"], "status": "ok", "out": {}}).setdefault("dropped", []).append(row)
+            entries.setdefault(row["uid"], {"key": row["uid"], "status": "ok",
+                                            "out": {}}).setdefault("dropped", []).append(row)
     epath = layout.errors_path(run_dir, spec.stage_name, task.shard)
     if epath.exists():
         for row in tables.read_shard(epath, "errors").to_pylist():
             if row["error_class"] == ErrorClass.TRANSIENT.value or row["record_key"] == "*":
                 entries.pop(row["record_key"], None)
                 continue
-            failure = RecordFailure(row["record_key"], ErrorClass(row["error_class"]), row["error_type"], row["message"], row["attempts"])
+            failure = RecordFailure(row["record_key"], ErrorClass(row["error_class"]), row["error_type"],
+                                    row["message"], row["attempts"])
             entries[row["record_key"]] = {"key": row["record_key"], "status": "error", "error": failure}
     return entries
 
@@ -221,7 +223,8 @@ class _Watchdog:
                 os._exit(WATCHDOG_EXIT)
 
 
-def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_input: ShardInput) -> tuple[StageResult, int]:
+def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask,
+                 shard_input: ShardInput) -> tuple[StageResult, int]:
     records = stage.records(shard_input)
     keys = [k for k, _ in records]
     if len(set(keys)) != len(keys):
@@ -241,7 +244,8 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
         watchdog.begin(key)
         try:
             out: RecordOutput = stage.process_record(key, payload)
-            entry: dict[str, Any] = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped, "counters": out.counters}
+            entry: dict[str, Any] = {"key": key, "status": "ok", "out": out.tables, "dropped": out.dropped,
+                                     "counters": out.counters}
         except BliftError:
             raise  # bad credentials or config: every record would fail the same way; stop the run
         except Exception as exc:  # noqa: BLE001 - one bad record never kills the shard
@@ -276,7 +280,8 @@ def _run_records(stage: RecordStage, spec: StageSpec, task: ShardTask, shard_inp
             counters.update(entry.get("counters") or {})
         else:
             errors.append(entry["error"])
-    return StageResult(tables=out_rows, records_in=len(keys), dropped=dropped, errors=errors, counters=dict(counters)), reused
+    return StageResult(tables=out_rows, records_in=len(keys), dropped=dropped, errors=errors,
+                       counters=dict(counters)), reused
 
 
 # ---------------------------------------------------------------- outputs

@@ -147,7 +147,8 @@ class CaptionStage(Stage):
                     counters["not_image"] += 1  # videos are captioned per scene keyframe
                 else:
                     counters["images"] += 1
-                    out.append(Candidate(f"{row['uid']}#{row['index']}", row["uid"], row["index"], None, row.get("path")))
+                    out.append(Candidate(f"{row['uid']}#{row['index']}", row["uid"], row["index"], None,
+                                         row.get("path")))
         if self.config.scenes:
             for row in shard.rows("scenes"):
                 key = f"{row['uid']}#{row['media_index']}#{row['scene']}"

@@ -150,13 +150,14 @@ def comment(rng: random.Random, n: int, link: str, parent: str | None, sub: str,
         "name": f"t1_{cid}", "no_follow": True, "parent_id": f"t1_{parent}" if parent else f"t3_{link}",
         "permalink": f"/r/{sub}/comments/{link}/_/{cid}/", "retrieved_on": created + rng.randint(3600, 86400 * 30),
         "score": rng.randint(-20, 5000), "score_hidden": False, "send_replies": True, "stickied": False,
-        "subreddit": sub, "subreddit_id": f"t5_{b36(zlib.crc32(sub.encode()) % 10**7)}", "subreddit_name_prefixed": f"r/{sub}",
-        "subreddit_type": "public", "top_awarded_type": None, "total_awards_received": 0,
-        "treatment_tags": [], "unrepliable_reason": None,
+        "subreddit": sub, "subreddit_id": f"t5_{b36(zlib.crc32(sub.encode()) % 10**7)}",
+        "subreddit_name_prefixed": f"r/{sub}", "subreddit_type": "public", "top_awarded_type": None,
+        "total_awards_received": 0, "treatment_tags": [], "unrepliable_reason": None,
     }
 
 
-def generate(n_submissions: int, n_comments: int, seed: int = 0) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
+def generate(n_submissions: int, n_comments: int,
+             seed: int = 0) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
     """(submissions, comments) as lazy iterators; comments reply to earlier comments of the same post."""
     posts: list[tuple[str, str, int]] = []
     rng = random.Random(seed)

@@ -265,7 +265,8 @@ class RecordDataset(torch.utils.data.Dataset):
             media = [row["video"]]
         kind = row.get("media_kind") or self._infer_kind(row, media)
         if kind not in MEDIA_KINDS:
-            raise RecordDataError(f"record {rid!r} ({self.name}): field media_kind: {kind!r} is not one of {MEDIA_KINDS}")
+            raise RecordDataError(f"record {rid!r} ({self.name}): field media_kind: {kind!r} "
+                                  f"is not one of {MEDIA_KINDS}")
         images: list[Image.Image] = []
         frames = None
         if kind == "image":
@@ -333,7 +334,8 @@ class RecordDataset(torch.utils.data.Dataset):
                 try:
                     loaded = np.load(path, mmap_mode="r")
                 except (OSError, ValueError) as exc:
-                    raise RecordDataError(f"record {rid!r} ({self.name}): media {path}: not a .npy array ({exc})") from exc
+                    raise RecordDataError(f"record {rid!r} ({self.name}): media {path}: "
+                                          f"not a .npy array ({exc})") from exc
                 loaded = _check_frames(loaded, record=rid, where=f"media {path}")
                 return np.ascontiguousarray(loaded[even_indices(len(loaded), self.num_frames)])
             return decode_video_file(path, self.num_frames, record=rid)

@@ -54,7 +54,8 @@ def _turns(conversations: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
         role = "human" if role in HUMAN_ROLES else "gpt"
         expected = "human" if i % 2 == 0 else "gpt"
         if role != expected:
-            raise ConversationError(f"turn {i}: expected a {expected} turn, got {role} (turns must alternate, human first)")
+            raise ConversationError(f"turn {i}: expected a {expected} turn, got {role} "
+                                    "(turns must alternate, human first)")
         turns.append((role, value))
     return turns
 

@@ -420,8 +420,8 @@ def train(config: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] 
         output_dir=str(output_dir), global_step=state.global_step, epochs=float(state.epoch or 0.0),
         losses=[(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h],
         train_tokens=int(state.num_input_tokens_seen or 0), seconds=round(time.monotonic() - started, 3),
-        resumed_from=resumed_from, examples=len(dataset), kinds={k: list(v) for k, v in kinds.items()}, dropped=dict(trainer.dropped),
-        model_type=model_type, precision=precision.name)
+        resumed_from=resumed_from, examples=len(dataset), kinds={k: list(v) for k, v in kinds.items()},
+        dropped=dict(trainer.dropped), model_type=model_type, precision=precision.name)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))

@@ -360,7 +360,8 @@ class Fetcher:
             log.debug("retry %d/%d of %s in %.2fs: %s", attempt, self.policy.retries, url, delay, exc)
 
         try:
-            fetched, attempt = call_with_retries(lambda: self._attempt(url, head_check), attempts=self.policy.retries + 1,
+            fetched, attempt = call_with_retries(lambda: self._attempt(url, head_check),
+                                                 attempts=self.policy.retries + 1,
                                                  retry_on=lambda e: isinstance(e, _Retryable), wait=wait, on_retry=told)
         except RetriesExhausted as gave_up:
             last = gave_up.last

@@ -1,1 +1,2 @@
-"""Reddit sources: ``reddit.list`` and ``reddit.collect`` through praw, ``reddit.dumps`` from Pushshift / Arctic-Shift files."""
+"""Reddit sources: ``reddit.list`` and ``reddit.collect`` through praw, ``reddit.dumps`` from
+Pushshift / Arctic-Shift files."""

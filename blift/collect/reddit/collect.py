@@ -62,7 +62,8 @@ class RedditCollectConfig(RedditClientConfig):
     comment_limit: int = Field(500, ge=0, description="comments asked for in the first fetch")
     replace_more_limit: int | None = Field(8, ge=0, description="'more' stubs expanded per post (0: none, null: all)")
     replace_more_threshold: int = Field(0, ge=0, description="skip 'more' stubs hiding fewer comments")
-    max_comments: int | None = Field(None, ge=0, description="keep at most this many comments per post, breadth-first (top level first)")
+    max_comments: int | None = Field(None, ge=0, description="keep at most this many comments per post, "
+                                     "breadth-first (top level first)")
     skip_collected_in: str | None = Field("items", description="skip posts already in another shard of this dataset "
                                            "(a post in two listings is fetched once); null: fetch every ref")
 
@@ -113,7 +114,8 @@ class RedditCollectStage(RedditStage):
     def process_record(self, key: str, payload: Any) -> RecordOutput:
         cfg: RedditCollectConfig = self.config  # type: ignore[assignment]
         if payload.get("_collected_in"):
-            return RecordOutput(dropped=[{"table": "item_refs", "uid": key, "record_id": key, "reason": "already_collected",
+            return RecordOutput(dropped=[{"table": "item_refs", "uid": key, "record_id": key,
+                                          "reason": "already_collected",
                                           "detail": f"in shard {payload['_collected_in']}"}])
         if payload.get("platform") != "reddit":
             raise InvalidRecord(f"{key}: field 'platform': {payload.get('platform')!r} is not reddit")

@@ -205,7 +205,9 @@ def ingest_batch_reference(kind: str, file: str, first_line: int, lines: list[by
                       "submission filtered out or absent from the submission files")
                 continue
             try:
-                row = comment_row(data, depth=0, collected_at=_collected_at(data, f.fallback_collected_at, f"comment {comment_id}"), uid=uid)
+                row = comment_row(data, depth=0,
+                                  collected_at=_collected_at(data, f.fallback_collected_at, f"comment {comment_id}"),
+                                  uid=uid)
             except InvalidRecord as exc:
                 _fail(batch, file, line_no, exc.error_type, str(exc))
                 continue
@@ -396,7 +398,8 @@ def _outside_dates(data: dict[str, Any], f: _Filters, batch: _Batch, table: str,
         _drop(batch, f, table, uid, record_id, "date_range", "no created_utc")
         return True
     if (f.since is not None and created < f.since) or (f.until is not None and created >= f.until):
-        _drop(batch, f, table, uid, record_id, "date_range", datetime.fromtimestamp(created, tz=timezone.utc).isoformat())
+        _drop(batch, f, table, uid, record_id, "date_range",
+              datetime.fromtimestamp(created, tz=timezone.utc).isoformat())
         return True
     return False
 
@@ -429,7 +432,9 @@ def _map_comments(pending: list[tuple[int, dict[str, Any], str, str, int]], kept
             continue
         comment_id = str(data.get("id"))
         try:
-            row = comment_row(data, depth=0, collected_at=_collected_at(data, f.fallback_collected_at, f"comment {comment_id}"), uid=uid)
+            row = comment_row(data, depth=0,
+                              collected_at=_collected_at(data, f.fallback_collected_at, f"comment {comment_id}"),
+                              uid=uid)
         except Exception as exc2:  # noqa: BLE001
             _record_error(late, file, line_no, exc2)
             continue
@@ -459,7 +464,8 @@ def _finish_table(batch: _Batch, kind: str, file: str, first_line: int, f: _Filt
     positions = np.fromiter(cols.pos, dtype=np.int64, count=len(cols))
     uids = cols.uid
     if slow_rows:
-        positions = np.concatenate([positions, np.fromiter((p for p, _ in slow_rows), dtype=np.int64, count=len(slow_rows))])
+        positions = np.concatenate([positions,
+                                    np.fromiter((p for p, _ in slow_rows), dtype=np.int64, count=len(slow_rows))])
         uids = uids + [row["uid"] for _, row in slow_rows]
     nb = f.buckets
     bucket_arr = np.fromiter((_bucket_cached(u, nb) for u in uids), dtype=np.int64, count=n)
@@ -532,7 +538,8 @@ def _submission(data: dict[str, Any], f: _Filters, batch: _Batch) -> dict[str, A
     return item_row(data, source="dump", collected_at=_collected_at(data, f.fallback_collected_at, where))
 
 
-def _comment_candidate(data: dict[str, Any], f: _Filters, batch: _Batch, *, follow_items: bool) -> tuple[str, int] | None:
+def _comment_candidate(data: dict[str, Any], f: _Filters, batch: _Batch, *,
+                       follow_items: bool) -> tuple[str, int] | None:
     """(uid, link id as int) of a comment passing the per-record filters, or None if dropped."""
     comment_id = _base36_id(data, "comment", ("id", "name"))
     link_id = _base36_id(data, f"comment {comment_id}", ("link_id",))
@@ -541,8 +548,10 @@ def _comment_candidate(data: dict[str, Any], f: _Filters, batch: _Batch, *, foll
         return None
     if not follow_items and (f.since is not None or f.until is not None):
         created = _created(data, f"comment {comment_id}")
-        if created is _NO_DATE or (f.since is not None and created < f.since) or (f.until is not None and created >= f.until):
-            detail = "no created_utc" if created is _NO_DATE else datetime.fromtimestamp(created, tz=timezone.utc).isoformat()
+        if (created is _NO_DATE or (f.since is not None and created < f.since)
+                or (f.until is not None and created >= f.until)):
+            detail = ("no created_utc" if created is _NO_DATE
+                      else datetime.fromtimestamp(created, tz=timezone.utc).isoformat())
             _drop(batch, f, "comments", uid, comment_id, "date_range", detail)
             return None
     return uid, int(link_id, 36)

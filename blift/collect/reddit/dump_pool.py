@@ -90,7 +90,8 @@ def _worker_batch(kind: str, file: str, first_line: int, pieces: list[bytes | No
             _WORKER_KEPT.clear()
             _WORKER_KEPT[kept_path] = np.load(kept_path, mmap_mode="r")
         kept = _WORKER_KEPT[kept_path]
-    batch = ingest_batch(kind, file, first_line, lines_of(pieces, max_line_bytes), _WORKER_FILTERS, kept, max_line_bytes)
+    batch = ingest_batch(kind, file, first_line, lines_of(pieces, max_line_bytes), _WORKER_FILTERS, kept,
+                         max_line_bytes)
     return pickle.dumps(batch, protocol=5)
 
 

@@ -236,8 +236,10 @@ class CommentColumns:
         consumed (scrubbed in place)."""
         slow: list[tuple[int, Exception | None]] = []
         a_pos, a_uid, a_cid, a_par = self.pos.append, self.uid.append, self.comment_id.append, self.parent_id.append
-        a_text, a_score, a_ah, a_ak = self.text.append, self.score.append, self.author_hash.append, self.author_kind.append
-        a_cr, a_sub, a_dist, a_st = self.created_at.append, self.is_submitter.append, self.distinguished.append, self.stickied.append
+        a_text, a_score, a_ah, a_ak = (self.text.append, self.score.append, self.author_hash.append,
+                                       self.author_kind.append)
+        a_cr, a_sub, a_dist, a_st = (self.created_at.append, self.is_submitter.append, self.distinguished.append,
+                                     self.stickied.append)
         a_col, a_raw = self.collected_at.append, self.raw.append
         str_, int_, bool_, dict_, max_epoch, missing = str, int, bool, dict, _MAX_EPOCH, _MISSING
         hashes, kinds = cache.hashes, cache.kinds
@@ -359,7 +361,8 @@ class ItemColumns:
         url, permalink, title, text = get("url"), get("permalink"), get("title"), get("selftext")
         community, author, hint, flair = get("subreddit"), get("author"), get("post_hint"), get("link_flair_text")
         over_18, spoiler = get("over_18"), get("spoiler")
-        score, ratio, comments, subs = get("score"), get("upvote_ratio"), get("num_comments"), get("subreddit_subscribers")
+        score, ratio, comments, subs = (get("score"), get("upvote_ratio"), get("num_comments"),
+                                        get("subreddit_subscribers"))
         created = _epoch_us(get("created_utc"))
         collected = collected_us(data, fallback_us)
         for value in (url, permalink, title, text, community, author, hint, flair):

@@ -102,7 +102,8 @@ def parse_when(value: str, field_name: str) -> datetime:
     try:
         when = datetime.fromisoformat(value.strip())
     except (ValueError, AttributeError):
-        raise ValueError(f"{field_name}: expected an ISO date like 2023-01-31 or 2023-01-31T12:00:00Z, got {value!r}") from None
+        raise ValueError(f"{field_name}: expected an ISO date like 2023-01-31 or 2023-01-31T12:00:00Z, "
+                         f"got {value!r}") from None
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
@@ -110,13 +111,15 @@ class DumpConfig(StageConfig):
     """Options of ``reddit.dumps``."""
 
     buckets: int = Field(8, ge=1, le=65536, description="output shards; memory at finalize is one bucket")
-    batch_rows: int = Field(2000, ge=1, le=1_000_000, description="lines per parse batch, at least (batches are whole 1 MiB chunks)")
+    batch_rows: int = Field(2000, ge=1, le=1_000_000,
+                            description="lines per parse batch, at least (batches are whole 1 MiB chunks)")
     subreddits: list[str] | None = Field(None, description="keep only these (case-insensitive)")
     since: str | None = Field(None, description="keep submissions created at or after this UTC instant")
     until: str | None = Field(None, description="keep submissions created before this UTC instant (exclusive)")
     image_only: bool = Field(False, description="keep only image and gallery submissions (and their comments)")
     drop_rows: bool = Field(True, description="write a dropped row per filtered record (subreddit: counted only)")
-    workers: int | None = Field(None, ge=0, le=64, description="parse processes; 0 parses in this process; None: one per CPU")
+    workers: int | None = Field(None, ge=0, le=64,
+                                description="parse processes; 0 parses in this process; None: one per CPU")
     max_line_bytes: int = Field(64 << 20, ge=1024, description="longer lines are errors, not memory blow-ups")
 
     @field_validator("since", "until")
@@ -197,11 +200,13 @@ class DumpIngestStage(StreamStage):
         for i, entry in enumerate(specs):
             where = f"{cls.name}: requests[{i}]"
             if not isinstance(entry, dict):
-                raise ConfigError(f"{where}: expected a mapping with 'submissions' and/or 'comments', got {entry!r:.80}")
+                raise ConfigError(f"{where}: expected a mapping with 'submissions' and/or 'comments', "
+                                  f"got {entry!r:.80}")
             unknown = sorted(set(entry) - set(DUMP_KINDS))
             if unknown:
                 raise ConfigError(f"{where}: unknown key(s) {unknown}; expected 'submissions' and/or 'comments'")
-            spec = {kind: expand_paths(_as_list(entry.get(kind), f"{where}.{kind}"), f"{where}.{kind}") for kind in DUMP_KINDS}
+            spec = {kind: expand_paths(_as_list(entry.get(kind), f"{where}.{kind}"), f"{where}.{kind}")
+                    for kind in DUMP_KINDS}
             if not any(spec.values()):
                 raise ConfigError(f"{where}: names no files; give 'submissions' and/or 'comments'")
             rows.append({"request_id": short_id(cls.name, spec), "kind": "dump", "spec": canonical_json(spec).decode()})
@@ -218,7 +223,8 @@ class DumpIngestStage(StreamStage):
             try:
                 spec = orjson.loads(row["spec"])
             except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
-                raise ConfigError(f"{self.name}: request {row.get('request_id', '?')}: unreadable spec ({exc})") from None
+                raise ConfigError(f"{self.name}: request {row.get('request_id', '?')}: "
+                                  f"unreadable spec ({exc})") from None
             for kind in DUMP_KINDS:
                 for p in spec.get(kind) or []:
                     path = Path(p)
@@ -295,7 +301,8 @@ class DumpIngestStage(StreamStage):
             # A corrupt or truncated frame ends this file, not the run: the lines before it are kept.
             sink.fail(RecordFailure(record_key=f"{path}:{lines_read + 1}", error_class=ErrorClass.INVALID,
                                     error_type="ZstdError",
-                                    message=f"{path}: compressed stream unreadable after line {lines_read}: {exc}; rest of file skipped"))
+                                    message=f"{path}: compressed stream unreadable after line {lines_read}: {exc}; "
+                                    "rest of file skipped"))
             counters["invalid"] += 1
             counters["files_truncated"] += 1
         out.flush()

@@ -94,7 +94,8 @@ def expand_reddit_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             time_filter = entry.get("time_filter")
             if time_filter is not None:
                 if time_filter not in TIME_FILTERS:
-                    raise _fail(index, "time_filter", f"unknown time filter {time_filter!r}; allowed: {', '.join(TIME_FILTERS)}")
+                    raise _fail(index, "time_filter",
+                                f"unknown time filter {time_filter!r}; allowed: {', '.join(TIME_FILTERS)}")
                 if not any(li in TIMED_LISTINGS for li in listings):
                     raise _fail(index, "time_filter", f"applies only to {' and '.join(TIMED_LISTINGS)} listings, "
                                 f"not {', '.join(listings)}")
@@ -172,7 +173,8 @@ class RedditListStage(RedditStage):
                 "item_id": item_id,
                 "request_id": key,
                 "rank": len(rows),
-                "url": REDDIT + permalink if permalink and permalink.startswith("/") else f"{REDDIT}/comments/{item_id}/",
+                "url": (REDDIT + permalink if permalink and permalink.startswith("/")
+                        else f"{REDDIT}/comments/{item_id}/"),
             })
         counters["item_refs"] = len(rows)
         return RecordOutput(tables={"item_refs": rows}, counters=counters)

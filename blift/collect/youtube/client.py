@@ -52,7 +52,8 @@ class YoutubeClientConfig(StageConfig):
     socket_timeout_s: float = Field(20.0, gt=0, description="per socket operation")
     retries: int = Field(3, ge=0, le=20, description="yt-dlp's retries for HTTP, fragments and extractor pages")
     ytdlp_params: dict[str, Any] = Field(default_factory=dict,
-                                         description="extra YoutubeDL params (advanced; see yt-dlp's YoutubeDL docstring)")
+                                         description="extra YoutubeDL params (advanced; see yt-dlp's YoutubeDL "
+                                         "docstring)")
 
     @field_validator("ytdlp_params")
     @classmethod

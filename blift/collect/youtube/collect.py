@@ -58,7 +58,8 @@ class YoutubeCollectConfig(YoutubeClientConfig):
     format: str = Field(DEFAULT_FORMAT, min_length=1, description="yt-dlp format selector for the file")
     download: bool = Field(True, description="download the video file (false: metadata and comments only)")
     max_bytes: int = Field(200 * 1024 * 1024, gt=0, description="size cap of a video file; larger -> failed/too_large")
-    store: str = Field("media_files", description="folder under the run folder for the files (shared with media.download)")
+    store: str = Field("media_files",
+                       description="folder under the run folder for the files (shared with media.download)")
     max_comments: int = Field(100, ge=0, description="comments fetched per video (yt-dlp max_comments); 0: none")
     comment_sort: Literal["top", "new"] = "top"
     subtitle_langs: list[str] = Field(default_factory=lambda: ["en"], description="subtitle languages kept as text")
@@ -137,7 +138,8 @@ class YoutubeCollectStage(RecordStage):
     def process_record(self, key: str, payload: Any) -> RecordOutput:
         cfg = self.config
         if not isinstance(payload, dict) or payload.get("platform") != YOUTUBE:
-            raise InvalidRecord(f"{key}: field 'platform': expected 'youtube', got {payload.get('platform') if isinstance(payload, dict) else payload!r}")
+            raise InvalidRecord(f"{key}: field 'platform': expected 'youtube', "
+                                f"got {payload.get('platform') if isinstance(payload, dict) else payload!r}")
         item_id, url = str(payload.get("item_id") or ""), payload.get("url")
         if not item_id or not isinstance(url, str) or not url:
             raise InvalidRecord(f"{key}: fields 'item_id' and 'url' are required")
@@ -157,7 +159,8 @@ class YoutubeCollectStage(RecordStage):
             **base_params(cfg),
             "format": cfg.format,
             "getcomments": cfg.max_comments > 0,
-            "extractor_args": {"youtube": {"max_comments": [str(cfg.max_comments)], "comment_sort": [cfg.comment_sort]}},
+            "extractor_args": {"youtube": {"max_comments": [str(cfg.max_comments)],
+                                           "comment_sort": [cfg.comment_sort]}},
             "match_filter": gate,
             "outtmpl": {"default": str(tmp / "video.%(ext)s")},
             "progress_hooks": [hook],

@@ -191,7 +191,8 @@ class YoutubeListStage(RecordStage):
         elif kind == "info_json_dir":
             refs, counters, dropped = self._info_json_dir(key, spec)
         else:
-            raise InvalidRecord(f"request {key}: field 'kind': {kind!r} is not a youtube request ({', '.join(REQUEST_KINDS)})")
+            raise InvalidRecord(f"request {key}: field 'kind': {kind!r} is not a youtube request "
+                                f"({', '.join(REQUEST_KINDS)})")
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
         for item_id, url in refs:
@@ -229,7 +230,8 @@ class YoutubeListStage(RecordStage):
             refs.append((ref.item_id, ref.url))
         return refs, counters
 
-    def _info_json_dir(self, key: str, spec: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, int], list[dict[str, Any]]]:
+    def _info_json_dir(self, key: str,
+                       spec: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, int], list[dict[str, Any]]]:
         folder = Path(str(spec.get("info_json_dir") or ""))
         if not folder.is_dir():
             raise PermanentError(f"request {key}: info_json_dir {folder} does not exist", error_type="missing_folder")

@@ -228,7 +228,8 @@ def video_row(info: dict[str, Any], *, uid: str, source_info: str, subtitles: li
     return row
 
 
-def comment_rows(info: dict[str, Any], *, uid: str, collected_at: datetime, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+def comment_rows(info: dict[str, Any], *, uid: str, collected_at: datetime,
+                 limit: int | None) -> tuple[list[dict[str, Any]], int]:
     """``comments`` rows (YouTube threads are two levels: root and replies). Returns (rows,
     number left out by ``limit``). Comments without an id are skipped: they cannot be keyed."""
     comments = info.get("comments")

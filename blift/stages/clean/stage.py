@@ -62,7 +62,8 @@ class CleanStage(Stage):
         min_language_confidence: float = Field(0.3, ge=0.0, le=1.0)
         toxicity_backend: Literal["profanity-check", "detoxify", "none"] = "profanity-check"
         detoxify_checkpoint: str | None = None
-        detoxify_config_dir: str | None = Field(None, description="local folder with the base model's config + tokenizer")
+        detoxify_config_dir: str | None = Field(None,
+                                                description="local folder with the base model's config + tokenizer")
         device: str = Field("auto", description="detoxify device: auto, cpu, cuda, cuda:1 ...")
         toxicity_threshold: float = Field(0.8, ge=0.0, le=1.0)
         min_words: int = Field(3, ge=0)
@@ -105,7 +106,8 @@ class CleanStage(Stage):
 
     def describe(self) -> str:
         cfg = self.config
-        lang = f"{cfg.language_backend} {cfg.languages}" if cfg.languages else f"off, observed by {cfg.language_backend}"
+        lang = (f"{cfg.language_backend} {cfg.languages}" if cfg.languages
+                else f"off, observed by {cfg.language_backend}")
         tox = "off" if cfg.toxicity_backend == "none" else f"{cfg.toxicity_backend}>={cfg.toxicity_threshold}"
         if cfg.toxicity_backend == "detoxify" and self.scorer is not None:
             tox += f" on {getattr(self.scorer, 'device', '?')}"

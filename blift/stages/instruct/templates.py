@@ -70,7 +70,8 @@ def placeholders_of(text: str, *, where: str = "") -> list[str]:
     names = []
     for field in fields:
         if not field.isidentifier():
-            raise TemplateError(f"{where}placeholder {{{field}}} must be a plain name (no index, attribute or position)")
+            raise TemplateError(f"{where}placeholder {{{field}}} must be a plain name "
+                                "(no index, attribute or position)")
         names.append(field)
     return names
 
@@ -257,5 +258,6 @@ def load_template(ref: str) -> Template:
     path, wanted = template_path(ref)
     template = _load_file(path.resolve())
     if wanted is not None and template.version != wanted:
-        raise TemplateError(f"template {ref!r}: {path} is version {template.version}, and no {path.stem}.v{wanted}.yaml exists")
+        raise TemplateError(f"template {ref!r}: {path} is version {template.version}, "
+                            f"and no {path.stem}.v{wanted}.yaml exists")
     return template

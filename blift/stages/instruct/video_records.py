@@ -88,7 +88,8 @@ def format_replay(value: float) -> str:
 
 
 def _first_video(media: list[dict[str, Any]]) -> dict[str, Any] | None:
-    ok = [m for m in media if m.get("status") == "ok" and m.get("path") and str(m.get("mime") or "").startswith("video/")]
+    ok = [m for m in media
+          if m.get("status") == "ok" and m.get("path") and str(m.get("mime") or "").startswith("video/")]
     return min(ok, key=lambda m: m["index"]) if ok else None
 
 
@@ -96,7 +97,8 @@ def _no_media_detail(media: list[dict[str, Any]], video: dict[str, Any] | None) 
     statuses = ", ".join(sorted({f"{m.get('status')}:{m.get('reason') or m.get('mime')}" for m in media}))
     detail = f"no downloaded video ({statuses or 'no media rows'})"
     if video is not None and video.get("file_status") != "ok":
-        detail += f"; collector file_status {video.get('file_status')}:{video.get('file_reason') or video.get('file_error')}"
+        detail += (f"; collector file_status {video.get('file_status')}:"
+                   f"{video.get('file_reason') or video.get('file_error')}")
     return detail
 
 

@@ -2,10 +2,13 @@
 
 The paper verbalizes a video as a header (length, orientation, pace) followed by its scenes,
 each with what is said in it and what it shows (LLaVA caption, colours, tone, complexity,
-on-screen text). Its exact listing is not public; blift's wording is fixed here. Example::
+on-screen text). Its exact listing is not public; blift's wording is fixed here. Example (each scene is
+one line of the output, wrapped here)::
 
     A landscape video of 1280x720 pixels, 42 seconds long, in 3 scenes, at a moderate pace of 2.9 cuts per minute.
-    Scene 1 (0:00-0:05): The audio says: "Welcome back to the channel". Caption: A man at a desk. Keywords: man, desk. Foreground colours: red. Background colours: dark blue. The tone is warm. The visual complexity is low. On-screen text: "SALE".
+    Scene 1 (0:00-0:05): The audio says: "Welcome back to the channel". Caption: A man at a desk.
+        Keywords: man, desk. Foreground colours: red. Background colours: dark blue. The tone is warm.
+        The visual complexity is low. On-screen text: "SALE".
     Scene 2 (0:05-0:12): ...
 
 Rules (all deterministic, nothing is invented):
@@ -283,8 +286,8 @@ def render(video: VideoText, plan: Shortening = FULL, cache: dict[tuple[Any, ...
     if cut < len(scenes):
         first, last = scenes[cut], scenes[-1]
         label = f"Scene {first.number + 1}" if first is last else f"Scenes {first.number + 1}-{last.number + 1}"
-        lines.append(f"{label} ({format_clock(first.start_s)}-{format_clock(last.end_s)}) {'is' if first is last else 'are'} "
-                     f"not described.")
+        lines.append(f"{label} ({format_clock(first.start_s)}-{format_clock(last.end_s)}) "
+                     f"{'is' if first is last else 'are'} not described.")
     return "\n".join(lines)
 
 

@@ -60,9 +60,11 @@ class ScenesConfig(StageConfig):
     """Settings of the scenes stage (keys of the pipeline YAML)."""
 
     detector: Literal["content", "adaptive"] = Field("content", description="PySceneDetect detector")
-    threshold: float | None = Field(None, gt=0, description="detector threshold; default 27.0 (content) or 3.0 (adaptive)")
+    threshold: float | None = Field(None, gt=0,
+                                    description="detector threshold; default 27.0 (content) or 3.0 (adaptive)")
     min_scene_len_s: float = Field(0.6, ge=0, description="shortest scene; closer cuts are merged")
-    downscale: Literal["auto"] | int = Field("auto", description="detection frame shrink factor; auto gives ~256 px wide")
+    downscale: Literal["auto"] | int = Field("auto",
+                                             description="detection frame shrink factor; auto gives ~256 px wide")
     keyframe_max_side: int = Field(672, ge=16, le=8192, description="longest side of stored keyframe JPEGs")
     keyframe_quality: int = Field(90, ge=1, le=95, description="JPEG quality of keyframes")
     frames: Literal["none", "fps", "scenes"] = Field("none", description="also store sampled frames as .npy")
