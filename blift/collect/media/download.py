@@ -1,5 +1,7 @@
 """``media.download``: fetch the images of image and gallery posts into a content-addressed store,
-and describe the video files ``youtube.collect`` already stored.
+and describe the video files ``youtube.collect`` already stored. Images a source took from the
+user's own folders arrive as ``run:`` references to files already in the store
+(:mod:`blift.collect.media.local`) and get the same checks without any network.
 
 One item in, one ``media`` row per entry of its ``media_urls`` out (gallery order kept). Video
 items with a ``videos`` row get one row from that row's file: probed with ffprobe when the
@@ -13,6 +15,7 @@ record, so the runner logs it and ``--retry-failed`` redoes it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import Counter
@@ -30,6 +33,7 @@ from blift.collect.media.http_fetch import (
     FetchRejected,
     HostRateLimiter,
 )
+from blift.collect.media.local import RUN_REF, parse_run_ref
 from blift.collect.media.store import (
     ImageRejected,
     MediaStore,
@@ -223,6 +227,9 @@ class DownloadStage(RecordStage):
     def _download(self, uid: str, url: str, counts: Counter[str]) -> dict[str, Any]:
         """One URL to one media row; TransientError propagates to fail the whole record."""
         assert self._fetcher is not None and self._store is not None
+        rel = parse_run_ref(url)
+        if rel is not None or url.startswith(RUN_REF):
+            return self._stored_image(uid, url, rel, counts)
         try:
             fetched = self._fetcher.fetch(url, head_check=require_image_head)
             counts["bytes_downloaded"] += len(fetched.body)
@@ -235,6 +242,25 @@ class DownloadStage(RecordStage):
         return media_row(
             uid, 0, url, "ok",
             sha256=stored.sha256, path=stored.path, mime=facts.mime, bytes=len(fetched.body),
+            width=facts.width, height=facts.height,
+        )  # fmt: skip
+
+    def _stored_image(self, uid: str, url: str, rel: str | None, counts: Counter[str]) -> dict[str, Any]:
+        """An image a source already put in the run's store (a ``run:`` reference, see
+        :mod:`blift.collect.media.local`): the same checks as a download, no network."""
+        path = self.run_dir / rel if rel else None
+        if path is None or not path.is_file():
+            return media_row(uid, 0, url, "failed", reason="missing_file",
+                             error=f"{url!r} names no file in the run folder")
+        data = local_file(path).read_bytes()
+        counts["local_files"] += 1
+        try:
+            facts = probe_image(data, self.config.max_pixels)
+        except ImageRejected as exc:
+            return media_row(uid, 0, url, "failed", reason=exc.reason, error=str(exc))
+        return media_row(
+            uid, 0, url, "ok",
+            sha256=hashlib.sha256(data).hexdigest(), path=rel, mime=facts.mime, bytes=len(data),
             width=facts.width, height=facts.height,
         )  # fmt: skip
 
