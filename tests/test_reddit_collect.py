@@ -349,3 +349,35 @@ def test_rejected_credentials_are_a_credential_error(store: Path, tmp_path: Path
         stage = _collect_stage(srv, tmp_path, client_secret="wrong")
         with pytest.raises(CredentialError, match="rejected the client credentials"):
             stage.process_record("reddit:old", _ref("old"))
+
+
+def test_post_ids_from_a_file_of_ids_fullnames_urls_and_relative_permalinks(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# posts to collect\nabc123\n\nt3_def456\nhttps://www.reddit.com/r/pics/comments/ghi789/t/\n"
+                   "/r/videos/comments/jkl012/a_video/\nr/pics/comments/mno345/\nhttps://redd.it/abc123\n")
+    (tmp_path / "p.yaml").write_text("")
+    resolved = RedditListStage.resolve_requests([{"post_file": "ids.txt"}], tmp_path)
+    rows = RedditListStage.expand_requests(resolved)
+    assert [orjson.loads(r["spec"]) for r in rows] == [{"posts": ["abc123", "def456", "ghi789", "jkl012", "mno345"]}]
+    # the same ids named inline make the same request (and so the same shard)
+    inline = RedditListStage.expand_requests([{"posts": ["abc123", "def456", "ghi789", "jkl012", "mno345"]}])
+    assert inline[0]["request_id"] == rows[0]["request_id"]
+    # a relative permalink is accepted inline too
+    assert orjson.loads(RedditListStage.expand_requests([{"posts": ["/r/pics/comments/zz9/x/"]}])[0]["spec"]) == {
+        "posts": ["zz9"]}
+
+
+def test_a_long_post_file_becomes_several_requests_and_bad_lines_are_named(tmp_path: Path) -> None:
+    ids = tmp_path / "many.txt"
+    ids.write_text("\n".join(f"p{i:05d}" for i in range(1200)) + "\n")
+    rows = RedditListStage.expand_requests([{"post_file": str(ids)}])
+    assert [len(orjson.loads(r["spec"])["posts"]) for r in rows] == [500, 500, 200]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("abc123\nhttps://www.reddit.com/r/pics/\n")
+    with pytest.raises(ConfigError, match=r"requests\[0\]: field 'post_file': .*bad.txt line 2: "
+                                          r"'https://www.reddit.com/r/pics/' is not a Reddit post URL"):
+        RedditListStage.expand_requests([{"post_file": str(bad)}])
+    with pytest.raises(ConfigError, match=r"field 'post_file': .*nope.txt: no such file"):
+        RedditListStage.expand_requests([{"post_file": str(tmp_path / "nope.txt")}])
+    with pytest.raises(ConfigError, match=r"field 'limit': unknown key in a post_file entry"):
+        RedditListStage.expand_requests([{"post_file": str(ids), "limit": 3}])

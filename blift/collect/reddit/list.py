@@ -8,6 +8,7 @@ best-ranked copy of a post that two listings share.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from blift.collect.fields import request_spec
@@ -23,6 +24,8 @@ TIMED_LISTINGS = ("top", "controversial")
 TIME_FILTERS = ("hour", "day", "week", "month", "year", "all")
 LISTING_KEYS = ("subreddits", "listings", "time_filter", "limit")
 POSTS_KEYS = ("posts",)
+POST_FILE_KEYS = ("post_file",)
+POSTS_PER_REQUEST = 500  # ids of one post_file request; a longer file becomes several shards
 MAX_LISTING = 1000  # Reddit stops every listing at about 1000 items
 _SUBREDDIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$")
 
@@ -34,25 +37,50 @@ def _fail(index: int, field: str, message: str) -> ConfigError:
     return ConfigError(f"requests[{index}]: field {field!r}: {message}")
 
 
-def parse_post_ref(ref: Any, index: int) -> str:
-    """A post id from ``abc123``, ``t3_abc123``, a reddit.com / redd.it / gallery URL."""
+def parse_post_ref(ref: Any, index: int, field: str = "posts", where: str = "") -> str:
+    """A post id from ``abc123``, ``t3_abc123``, a reddit.com / redd.it / gallery URL, or a
+    relative permalink (``/r/pics/comments/abc123/...``, what dumps and exports often hold).
+    ``where`` prefixes the message (``ids.txt line 7: ``)."""
     from praw.exceptions import InvalidURL
     from praw.models import Submission
 
     if not isinstance(ref, str) or not ref.strip():
-        raise _fail(index, "posts", f"expected a post id or URL, got {ref!r}")
+        raise _fail(index, field, f"{where}expected a post id or URL, got {ref!r}")
     text = ref.strip()
+    if text.startswith("/") and not text.startswith("//"):
+        text = f"{REDDIT}{text}"  # a permalink relative to reddit.com
+    elif text.startswith(("r/", "u/", "comments/")):
+        text = f"{REDDIT}/{text}"
     if "/" in text or "." in text:
         try:
             post_id = Submission.id_from_url(text if "://" in text else f"https://{text}")
         except InvalidURL:
-            raise _fail(index, "posts", f"{ref!r} is not a Reddit post URL "
-                        "(expected https://www.reddit.com/r/<sub>/comments/<id>/... or https://redd.it/<id>)") from None
+            raise _fail(index, field, f"{where}{ref!r} is not a Reddit post URL (expected "
+                        "https://www.reddit.com/r/<sub>/comments/<id>/..., /r/<sub>/comments/<id>/... "
+                        "or https://redd.it/<id>)") from None
         return post_id.lower()
     post_id = text[3:] if text.startswith("t3_") else text
     if not POST_ID.match(post_id):
-        raise _fail(index, "posts", f"{ref!r} is not a Reddit post id (base36, like '1b2c3d4')")
+        raise _fail(index, field, f"{where}{ref!r} is not a Reddit post id (base36, like '1b2c3d4')")
     return post_id
+
+
+def read_post_file(path: Any, index: int) -> list[str]:
+    """Post ids from a text file, one id, fullname, URL or permalink per line (blank lines and
+    ``#`` comments skipped); a bad line is a ConfigError naming the file and the line."""
+    if not isinstance(path, str) or not path:
+        raise _fail(index, "post_file", f"expected a file path, got {path!r}")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise _fail(index, "post_file", f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(index, "post_file", f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    ids = [parse_post_ref(line, index, "post_file", f"{path} line {n}: ")
+           for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise _fail(index, "post_file", f"{path}: no post ids in it")
+    return list(dict.fromkeys(ids))
 
 
 def _as_list(value: Any, index: int, field: str) -> list[Any]:
@@ -77,6 +105,14 @@ def expand_reddit_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ids = list(dict.fromkeys(parse_post_ref(r, index) for r in _as_list(entry["posts"], index, "posts")))
             spec: dict[str, Any] = {"posts": ids}
             kinds = [("posts", spec)]
+        elif "post_file" in entry:
+            unknown = sorted(set(entry) - set(POST_FILE_KEYS))
+            if unknown:
+                raise _fail(index, unknown[0],
+                            f"unknown key in a post_file entry; allowed: {', '.join(POST_FILE_KEYS)}")
+            ids = read_post_file(entry["post_file"], index)
+            # a long list becomes several requests, so several shards run in parallel
+            kinds = [("posts", {"posts": ids[i:i + POSTS_PER_REQUEST]}) for i in range(0, len(ids), POSTS_PER_REQUEST)]
         elif "subreddits" in entry:
             unknown = sorted(set(entry) - set(LISTING_KEYS))
             if unknown:
@@ -113,8 +149,9 @@ def expand_reddit_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         spec["time_filter"] = time_filter or "all"
                     kinds.append(("listing", spec))
         else:
-            raise ConfigError(f"requests[{index}]: expected a 'subreddits' or a 'posts' key, got keys "
-                              f"{sorted(entry)}; allowed: {', '.join(LISTING_KEYS)} or {', '.join(POSTS_KEYS)}")
+            raise ConfigError(f"requests[{index}]: expected a 'subreddits' or a 'posts' key (or 'post_file'), got keys "
+                              f"{sorted(entry)}; allowed: {', '.join(LISTING_KEYS)} or {', '.join(POSTS_KEYS)} "
+                              f"or {', '.join(POST_FILE_KEYS)}")
         for kind, spec in kinds:
             request_id = short_id(kind, spec)
             rows.setdefault(request_id, {"request_id": request_id, "kind": kind, "spec": canonical_json(spec).decode()})
@@ -134,12 +171,15 @@ class RedditListStage(RedditStage):
     outputs = {"item_refs": "item_refs"}
     key_column = "request_id"
     Config = RedditListConfig
+    request_paths = ("post_file",)
 
     @classmethod
     def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``{subreddits: [...], listings: [top, hot], time_filter: year, limit: 100}`` gives one
         ``listing`` row per subreddit and listing (``time_filter`` goes to top/controversial,
-        default ``all``); ``{posts: [id or URL, ...]}`` gives one ``posts`` row."""
+        default ``all``); ``{posts: [id or URL, ...]}`` gives one ``posts`` row;
+        ``{post_file: ids.txt}`` (ids, ``t3_`` fullnames, URLs or relative permalinks, one per
+        line) gives one ``posts`` row per 500 ids."""
         return expand_reddit_requests(specs)
 
     def records(self, shard: ShardInput) -> list[tuple[str, Any]]:
