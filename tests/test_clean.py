@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +365,35 @@ def test_near_duplicates_match_a_brute_force_reference(monkeypatch, block) -> No
     for i, (g, r) in enumerate(zip(got, ref)):
         if g is not None and res.reasons[i] == "near_duplicate":
             assert g == r
+
+
+def test_the_papers_item_rules_dates_and_too_few_kept_comments(tmp_path: Path) -> None:
+    """Posts outside [created_after, created_before) and posts left with fewer than
+    min_item_comments kept comments are dropped under their own reasons; their comments follow."""
+    early, late = item("reddit:e1"), item("reddit:l1")
+    early["created_at"], late["created_at"] = T0 - timedelta(days=400), T0 + timedelta(days=400)
+    undated = item("reddit:u1")
+    undated["created_at"] = None
+    few, many = item("reddit:f1"), item("reddit:m1")
+    comments = [comment("f-a", "a great photo of the garden", uid="reddit:f1"),
+                comment("f-b", "ok", uid="reddit:f1"),  # too short: leaves one kept comment
+                comment("m-a", "a great photo of the garden", uid="reddit:m1"),
+                comment("m-b", "the colours here are lovely", uid="reddit:m1"),
+                comment("u-a", "what a lovely garden you have", uid="reddit:u1"),
+                comment("u-b", "I want to plant roses too now", uid="reddit:u1"),
+                comment("e-a", "this was years ago right here", uid="reddit:e1")]
+    res = run_stage([early, late, undated, few, many], comments, tmp_path, languages=[], toxicity_backend="none",
+                    created_after=T0 - timedelta(days=30), created_before=T0 + timedelta(days=30),
+                    min_item_comments=2)
+    kept = res.tables["items_clean"].column("uid").to_pylist()
+    assert kept == ["reddit:u1", "reddit:m1"]  # no date says nothing against an item
+    reasons = {d["record_id"]: d["reason"] for d in res.dropped}
+    assert reasons["reddit:e1"] == reasons["reddit:l1"] == "date_range"
+    assert reasons["reddit:f1"] == "few_comments" and reasons["f-a"] == "item_dropped" and reasons["f-b"] == "too_short"
+    assert reasons["e-a"] == "item_dropped"
+    detail = next(d["detail"] for d in res.dropped if d["record_id"] == "reddit:f1")
+    assert detail == "1 kept comment(s) < min_item_comments 2"
+    assert sorted(res.tables["comments_clean"].column("comment_id").to_pylist()) == ["m-a", "m-b", "u-a", "u-b"]
+    # off by default: the same input keeps every dated item
+    res = run_stage([early, late, few], comments, tmp_path, languages=[], toxicity_backend="none")
+    assert res.tables["items_clean"].num_rows == 3

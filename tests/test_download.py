@@ -511,3 +511,21 @@ def test_stage_pickles_for_worker_processes(server: MediaServer, media: dict[str
     assert clone.config == stage.config and clone.run_dir == tmp_path
     clone.setup()
     assert one(clone, server.image("/p.jpg", media["jpeg"]))["status"] == "ok"
+
+
+def test_hosts_keeps_only_media_hosted_there(server: MediaServer, media: dict[str, bytes], tmp_path: Path) -> None:
+    """The paper kept only images Reddit hosts itself: ``hosts: [i.redd.it]``; others are skipped,
+    never fetched, and counted under other_host. A leading dot admits subdomains."""
+    loopback = server.image("/a.jpg", media["jpeg"])
+    stage = make_stage(tmp_path, hosts=["i.redd.it"])
+    out = stage.process_record("reddit:x1", item("x1", "gallery", [loopback, "https://imgur.com/b.jpg"]))
+    rows = out.tables["media"]
+    assert [(r["status"], r["reason"]) for r in rows] == [("skipped", "other_host")] * 2
+    assert out.counters["skipped_other_host"] == 2 and not server.hits_for("/a.jpg")  # nothing was requested
+    host = loopback.split("/")[2].split(":")[0]
+    assert one(make_stage(tmp_path, hosts=[host]), loopback)["status"] == "ok"
+    from blift.collect.media.download import _hosted_on
+
+    assert _hosted_on("https://i.redd.it/x.jpg", [".redd.it"]) and _hosted_on("https://redd.it/x", [".redd.it"])
+    assert not _hosted_on("https://evilredd.it/x.jpg", [".redd.it"])
+    assert not _hosted_on("https://i.redd.it.x/", ["i.redd.it"])

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections import Counter
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from PIL import Image
 from pydantic import Field, field_validator
@@ -90,6 +91,9 @@ class DownloadStage(RecordStage):
         deny_networks: list[str] = Field(default_factory=list, description="extra CIDRs never fetched from")
         user_agent: str = f"blift/{__version__} (media download)"
         store: str = Field("media_files", description="folder under the run folder for the files")
+        hosts: list[str] | None = Field(None, description="download only media hosted here (the paper kept "
+                                        "Reddit's own images: [i.redd.it]); '.example.org' also matches its "
+                                        "subdomains; others are skipped as other_host. null: any host")
 
         @field_validator("store")
         @classmethod
@@ -220,8 +224,8 @@ class DownloadStage(RecordStage):
             row["index"] = index
             rows.append(row)
             counts[f"media_{row['status']}"] += 1
-            if row["status"] == "failed":
-                counts[f"failed_{row['reason']}"] += 1
+            if row["status"] in ("failed", "skipped"):
+                counts[f"{row['status']}_{row['reason']}"] += 1
         return RecordOutput(tables={"media": rows}, counters=dict(counts))
 
     def _download(self, uid: str, url: str, counts: Counter[str]) -> dict[str, Any]:
@@ -230,6 +234,9 @@ class DownloadStage(RecordStage):
         rel = parse_run_ref(url)
         if rel is not None or url.startswith(RUN_REF):
             return self._stored_image(uid, url, rel, counts)
+        if self.config.hosts is not None and not _hosted_on(url, self.config.hosts):
+            return media_row(uid, 0, url, "skipped", reason="other_host",
+                             error=f"host not in hosts {self.config.hosts}")
         try:
             fetched = self._fetcher.fetch(url, head_check=require_image_head)
             counts["bytes_downloaded"] += len(fetched.body)
@@ -286,3 +293,13 @@ class DownloadStage(RecordStage):
             width=facts.width, height=facts.height, duration_s=facts.duration_s, fps=facts.fps,
             has_audio=facts.has_audio,
         )  # fmt: skip
+
+
+def _hosted_on(url: str, hosts: list[str]) -> bool:
+    """Whether ``url``'s host is one of ``hosts`` (a leading dot: that domain or any subdomain)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    for want in hosts:
+        want = want.lower().rstrip(".")
+        if host == want.lstrip(".") or (want.startswith(".") and host.endswith(want)):
+            return True
+    return False

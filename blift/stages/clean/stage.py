@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -79,6 +80,12 @@ class CleanStage(Stage):
                                       "(the near-duplicate pass, if on, catches exact copies later anyway)")
         drop_nsfw: bool = True
         drop_removed_items: bool = True
+        created_after: datetime | None = Field(None, description="drop items created before this time "
+                                               "(the paper's Reddit data: 2018-01-01); null keeps every date")
+        created_before: datetime | None = Field(None, description="drop items created at or after this time "
+                                                "(the paper's Reddit data: 2022-02-01); null keeps every date")
+        min_item_comments: int = Field(0, ge=0, description="drop items left with fewer kept comments after "
+                                       "every comment filter (the paper: 2 on Reddit); 0 keeps them all")
         drop_bots: bool = True
         drop_deleted: bool = True
         drop_link_only: bool = True
@@ -124,11 +131,16 @@ class CleanStage(Stage):
         details: list[str | None] = [None] * n
         unreadable = 0
         nsfw = items.column("over_18").to_pylist()
+        created = items.column("created_at").to_pylist()
         titles = items.column("title").to_pylist()
         raws = items.column("raw").to_pylist() if cfg.drop_removed_items else [None] * n
         for i in range(n):
             if cfg.drop_nsfw and nsfw[i]:
                 reasons[i], details[i] = "nsfw", "over_18"
+                continue
+            outside = _outside_dates(created[i], cfg.created_after, cfg.created_before)
+            if outside:
+                reasons[i], details[i] = "date_range", outside
                 continue
             if not cfg.drop_removed_items:
                 continue
@@ -180,6 +192,9 @@ class CleanStage(Stage):
         clock.lap("toxicity")
         self._near_duplicates(v)
         clock.lap("near_duplicates")
+        for i, detail in self._few_comments(item_uids, item_reason, v).items():
+            item_reason[i], item_detail[i] = "few_comments", detail
+            dropped.append(_drop("items", item_uids[i], item_uids[i], "few_comments", detail))
 
         dropped += [_drop("comments", v.uids[i], v.ids[i], v.reason[i], v.detail[i]) for i in v.dropped()]
         items_out = items.filter(pa.array([r is None for r in item_reason], type=pa.bool_()))
@@ -199,6 +214,20 @@ class CleanStage(Stage):
             counters=dict(counters),
             languages=languages,
         )
+
+    def _few_comments(self, item_uids: list[str], item_reason: list[str | None], v: _Verdicts) -> dict[int, str]:
+        """Items that kept fewer than ``min_item_comments`` comments after every comment filter:
+        {item row: detail}. Their surviving comments go with them (``item_dropped``)."""
+        need = self.config.min_item_comments
+        if not need:
+            return {}
+        kept: Counter[str] = Counter(v.uids[i] for i in v.alive().tolist())
+        few = {i: f"{kept[uid]} kept comment(s) < min_item_comments {need}"
+               for i, uid in enumerate(item_uids) if item_reason[i] is None and kept[uid] < need}
+        gone = {item_uids[i] for i in few}
+        idx = [i for i in v.alive().tolist() if v.uids[i] in gone]
+        v.drop(idx, "item_dropped", [f"item {v.uids[i]}: few_comments" for i in idx])
+        return few
 
     def _rules(self, v: _Verdicts) -> None:
         """Text rules over whole columns (Arrow compute); they apply where nothing fired yet."""
@@ -342,6 +371,23 @@ def _behavior(comments: pa.Table) -> np.ndarray:
     """Score to rank duplicates by: reddit ``score``, else YouTube ``like_count``, else 0."""
     score = pc.coalesce(comments.column("score"), comments.column("like_count"), pa.scalar(0, pa.int64()))
     return np.asarray(score.to_numpy(), dtype=np.float64)
+
+
+def _outside_dates(created: datetime | None, after: datetime | None, before: datetime | None) -> str | None:
+    """Why ``created`` falls outside [after, before), or None; an item without a date is kept
+    (nothing says it is outside)."""
+    if created is None:
+        return None
+    if after is not None and created < _utc(after):
+        return f"created {created.isoformat()} < created_after {_utc(after).isoformat()}"
+    if before is not None and created >= _utc(before):
+        return f"created {created.isoformat()} >= created_before {_utc(before).isoformat()}"
+    return None
+
+
+def _utc(when: datetime) -> datetime:
+    """A config time without a zone is UTC (every table time is)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _drop(table: str, uid: str | None, record_id: str, reason: str, detail: Any) -> dict[str, Any]:
