@@ -21,8 +21,8 @@ from blift.stage import Stage
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "blift"
 
-BUILT_IN = {"reddit.list", "reddit.collect", "reddit.dumps", "youtube.list", "youtube.collect", "media.download",
-            "clean", "scenes", "asr", "attributes", "caption", "instruct"}
+BUILT_IN = {"reddit.list", "reddit.collect", "reddit.dumps", "reddit.refresh", "youtube.list", "youtube.collect",
+            "media.download", "clean", "scenes", "asr", "attributes", "caption", "instruct"}
 
 
 def _imports(path: Path) -> set[str]:
