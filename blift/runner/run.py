@@ -78,13 +78,16 @@ class RunReport:
 
 
 def _write_requests(stage_cls: type[Stage], entry: StageEntry, run_dir: RunPath, base: Path) -> list[str]:
-    """One shard per request, named by the request's content hash (same request, same shard)."""
+    """One shard per request, named by the request's content hash (same request, same shard).
+    A request row whose spec changed under the same id (a source that fingerprints what it will
+    read, such as a folder's listing) is rewritten, so its shard's input changes and is redone."""
     rows = stage_cls.expand_requests(stage_cls.resolve_requests(entry.requests or [], base))
     folder = layout.requests_dir(run_dir, stage_cls.name)
     shards = []
     for row in rows:
         path = folder / f"{row['request_id']}{layout.SHARD_SUFFIX}"
-        if not path.exists():
+        old = tables.read_shard(path, "requests").to_pylist() if path.exists() else []
+        if [(r["kind"], r["spec"]) for r in old] != [(row["kind"], row["spec"])]:
             tables.write_rows(path, [row], "requests")
         shards.append(row["request_id"])
     return sorted(set(shards))
