@@ -27,12 +27,13 @@ from PIL import Image
 from blift import schemas, tables
 from blift.collect.folder.listing import Pattern, Selection, split_glob, walk
 from blift.collect.folder.scan import FolderScanConfig, FolderScanStage
-from blift.errors import ConfigError, InvalidRecord
+from blift.errors import ConfigError, RecordError
 from blift.ids import author_hash, unpack_raw
 from blift.pipeline import RunOptions, run_pipeline
 from blift.stage import ShardInput
 
 ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("items", "comments", "behavior", "videos")
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"  # enough for identify(); not probed here
 
 
@@ -71,7 +72,7 @@ def scan(tmp_path: Path, requests: list[dict[str, Any]], **config: Any) -> dict[
     stage = FolderScanStage(FolderScanConfig(**config), run_dir_of(tmp_path))
     stage.setup()
     rows = FolderScanStage.expand_requests(FolderScanStage.resolve_requests(requests, tmp_path))
-    out: dict[str, Any] = {"items": [], "videos": [], "dropped": [], "errors": [], "counters": Counter(),
+    out: dict[str, Any] = {**{table: [] for table in OUTPUTS}, "dropped": [], "errors": [], "counters": Counter(),
                            "keys": [], "requests": rows}
     for row in rows:
         shard = ShardInput(row["request_id"], {"requests": schemas.get("requests").from_rows([row])},
@@ -80,14 +81,14 @@ def scan(tmp_path: Path, requests: list[dict[str, Any]], **config: Any) -> dict[
             out["keys"].append(key)
             try:
                 result = stage.process_record(key, payload)
-            except InvalidRecord as exc:
+            except RecordError as exc:
                 out["errors"].append((key, str(exc)))
                 continue
-            for table in ("items", "videos"):
+            for table in OUTPUTS:
                 out[table] += result.tables.get(table, [])
             out["dropped"] += result.dropped
             out["counters"].update(result.counters)
-    for table in ("items", "videos"):  # every row fits its schema; full rows from here on
+    for table in OUTPUTS:  # every row fits its schema; full rows from here on
         out[table] = schemas.get(table).from_rows(out[table]).to_pylist()
     schemas.get("dropped").from_rows([{"stage": "folder.scan", **d} for d in out["dropped"]])
     return out
@@ -265,6 +266,7 @@ def test_a_folder_whose_name_looks_like_a_glob_is_a_folder(tmp_path: Path):
     ({"folder": "media", "exclude": ["../x/**"]}, r"requests\[1\]: field 'exclude': .*'\.\.'"),
     ({"folder": "media/*.png", "include": ["*.mp4"]}, r"requests\[1\]: field 'include': give either"),
     ({"folder": "media", "join": "file_name"}, r"requests\[1\]: field 'join': only applies with a 'sidecar'"),
+    ({"folder": "media", "behavior": {}}, r"requests\[1\]: field 'behavior': only applies with a 'sidecar'"),
     ({"folder": "media", "sidecar": "nope.csv"}, r"requests\[1\]: field 'sidecar': file .*nope.csv does not exist"),
     ({"folder": "media", "hidden": "yes"}, r"requests\[1\]: field 'hidden'"),
     ({"path": "media"}, r"requests\[1\]: expected a mapping with a 'folder' key"),
@@ -297,23 +299,25 @@ def test_two_requests_that_would_make_the_same_item_are_refused(tmp_path: Path, 
 def test_sidecar_csv_joined_by_file_name(tmp_path: Path, media: Path):
     (media / "sub" / "b.png").write_bytes(png((4, 2)))  # a second "b.png": a name joins every file so named
     (tmp_path / "likes.csv").write_text(
-        "name,caption,upvotes,user,posted,views,mood,comments\n"
+        "name,caption,upvotes,user,posted,view_count,mood,comments\n"
         "b.png,A red square,1204,alice,2024-05-01T12:30:00Z,99,happy,so red!\n"
         "clip.mp4,,7,bob,1714566600,,,\n"
         "ghost.png,Nobody,1,carol,,,,\n"
         "b.png,Second row,3,dave,,,,\n")
     out = scan(tmp_path, [{"folder": "media", "sidecar": "likes.csv", "join": "file_name",
-                           "sidecar_columns": {"file": "name", "title": "caption", "likes": "upvotes",
-                                               "author": "user", "created_at": "posted"}}])
-    assert not out["errors"]  # a "comments" column of texts is not taken for a count unless named
+                           "columns": {"file": "name", "title": "caption", "author": "user", "created_at": "posted"},
+                           "behavior": {"likes": {"column": "upvotes", "kind": "count", "to": "like_count"}}}])
+    assert not out["errors"]  # a "comments" column is taken for the comments only when named
     by_id = {i["item_id"]: i for i in out["items"]}
     for rel in ("b.png", "sub/b.png"):
         b = by_id[rel]
-        assert (b["title"], b["like_count"], b["view_count"]) == ("A red square", 1204, 99)  # views: same name
+        # view_count: a column named like a typed items column is that count without saying so
+        assert (b["title"], b["like_count"], b["view_count"]) == ("A red square", 1204, 99)
         assert b["author_hash"] == author_hash("alice") and b["author_hash"] != "alice"
         assert b["created_at"] == datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
         raw = unpack_raw(b["raw"])
         assert raw["mood"] == "happy" and "user" not in raw and "alice" not in json.dumps(raw)
+        assert raw["comments"] == "so red!" and "caption" not in raw  # raw: the columns nothing maps
     clip = by_id["sub/deep/clip.mp4"]
     assert clip["title"] == "clip" and clip["like_count"] == 7  # an empty title keeps the file name
     assert clip["created_at"] == datetime.fromtimestamp(1714566600, tz=timezone.utc)
@@ -324,6 +328,12 @@ def test_sidecar_csv_joined_by_file_name(tmp_path: Path, media: Path):
     assert out["counters"]["sidecar_unmatched"] == 1 and out["counters"]["sidecar_rows"] == 4
     assert out["counters"]["sidecar_joined"] == 3
     assert not any(b"alice" in (i["raw"] or b"") for i in out["items"])
+    behavior = sorted((r["uid"], r["name"], r["value"], r["kind"]) for r in out["behavior"])
+    assert behavior == [("local:b.png", "likes", 1204.0, "count"), ("local:b.png", "view_count", 99.0, "count"),
+                        ("local:sub/b.png", "likes", 1204.0, "count"), ("local:sub/b.png", "view_count", 99.0, "count"),
+                        ("local:sub/deep/clip.mp4", "likes", 7.0, "count"),
+                        ("local:sub/deep/clip.mp4", "view_count", None, "count")]  # an empty cell: null
+    assert not out["comments"]
 
 
 def test_sidecar_parquet_and_jsonl_joined_by_relative_path(tmp_path: Path, media: Path):
@@ -349,24 +359,31 @@ def test_sidecar_parquet_and_jsonl_joined_by_relative_path(tmp_path: Path, media
         {"path": "b.png", "likes": "many"},
     ]) + "\n")
     out = scan(tmp_path, [{"folder": "media", "sidecar": "meta.jsonl", "join": "relative_path",
-                           "sidecar_columns": {"file": "path"}}])
+                           "columns": {"file": "path"},
+                           "behavior": {"likes": {"column": "likes", "kind": "count", "to": "like_count"}}}])
     a = next(i for i in out["items"] if i["item_id"] == "a.png")
     assert a["like_count"] == 12 and a["author_hash"] is None
-    assert out["errors"] == [("local:b.png", "local:b.png: sidecar column 'likes': expected a count, got 'many'")]
+    assert out["errors"] == [("local:b.png", f"local:b.png: {tmp_path / 'meta.jsonl'}: row 2: column 'likes': "
+                                             "expected a number, got 'many'")]
 
 
 def test_sidecar_columns_that_do_not_exist_are_one_config_error_listing_the_columns(tmp_path: Path, media: Path):
     (tmp_path / "s.csv").write_text("file_name,caption,upvotes\nb.png,x,1\n")
     with pytest.raises(ConfigError) as info:
         FolderScanStage.expand_requests(FolderScanStage.resolve_requests([{
-            "folder": "media", "sidecar": "s.csv",
-            "sidecar_columns": {"title": "titel", "likes": "likes_count"}}], tmp_path))
+            "folder": "media", "sidecar": "s.csv", "columns": {"title": "titel"},
+            "behavior": {"likes": {"column": "likes_count", "kind": "count"}}}], tmp_path))
     message = str(info.value)
-    assert "requests[0]: field 'sidecar_columns'" in message
-    assert "['likes_count', 'titel']" in message and "its columns: file_name, caption, upvotes" in message
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['stars'\]; known: file, title"):
+    assert "requests[0]: field 'columns': s.csv:" in message
+    assert "'titel' (columns.title), 'likes_count' (behavior.likes)" in message
+    assert "the input's columns are ['caption', 'file_name', 'upvotes']" in message
+    with pytest.raises(ConfigError, match=r"field 'behavior': s.csv: .*'likes_count' \(behavior.likes\)"):
         FolderScanStage.expand_requests(FolderScanStage.resolve_requests([{
-            "folder": "media", "sidecar": "s.csv", "sidecar_columns": {"stars": "upvotes"}}], tmp_path))
+            "folder": "media", "sidecar": "s.csv",
+            "behavior": {"likes": {"column": "likes_count", "kind": "count"}}}], tmp_path))
+    with pytest.raises(ConfigError, match=r"'columns': s.csv: unknown field\(s\) \['stars'\]; known: file, title"):
+        FolderScanStage.expand_requests(FolderScanStage.resolve_requests([{
+            "folder": "media", "sidecar": "s.csv", "columns": {"stars": "upvotes"}}], tmp_path))
     (tmp_path / "n.csv").write_text("filename,caption\nb.png,x\n")
     with pytest.raises(ConfigError, match=r"\['file_name'\] not in the sidecar \(the column holding each file's"):
         FolderScanStage.expand_requests(FolderScanStage.resolve_requests([{
@@ -378,6 +395,106 @@ def test_a_sidecar_inside_the_folder_is_not_listed_as_a_file(tmp_path: Path, med
     out = scan(tmp_path, [{"folder": "media", "sidecar": "media/meta.csv"}])
     assert "meta.csv" not in [d["record_id"] for d in out["dropped"]]
     assert next(i for i in out["items"] if i["item_id"] == "a.png")["title"] == "Hello"
+
+
+def test_sidecar_comments_and_named_behavior_as_table_read_maps_them(tmp_path: Path, media: Path):
+    """The sidecar takes table.read's columns (comments too) and behavior (count, ratio, score;
+    to: a typed items column): the same comments and behavior rows, keyed by the file's uid."""
+    (tmp_path / "posts.csv").write_text(
+        "file_name,caption,replies,upvotes,ctr,stars,user,lang\n"
+        'a.png,Sunset,"[""stunning"", ""where is this?""]",532,0.25,4.5,ana,en\n'
+        "clip.mp4,Clip,[],87,,2,ben,fr\n")
+    behavior = {"likes": {"column": "upvotes", "kind": "count", "to": "like_count"},
+                "ctr": {"column": "ctr", "kind": "ratio", "to": "upvote_ratio"},
+                "rating": {"column": "stars", "kind": "score", "scale": [1, 5]}}
+    out = scan(tmp_path, [{"folder": "media", "sidecar": "posts.csv", "behavior": behavior,
+                           "columns": {"title": "caption", "comments": "replies", "author": "user"}}])
+    assert not out["errors"]
+    by_id = {i["item_id"]: i for i in out["items"]}
+    a, clip = by_id["a.png"], by_id["sub/deep/clip.mp4"]
+    assert (a["title"], a["like_count"], a["upvote_ratio"], a["author_hash"]) == ("Sunset", 532, 0.25,
+                                                                                   author_hash("ana"))
+    assert (clip["like_count"], clip["upvote_ratio"], a["source"]) == (87, None, "folder")
+    assert unpack_raw(a["raw"]) == {"lang": "en"}  # the join column and the mapped ones are not raw
+    assert [(c["uid"], c["platform"], c["comment_id"], c["text"], c["depth"]) for c in out["comments"]] == [
+        ("local:a.png", "local", "#0", "stunning", 0), ("local:a.png", "local", "#1", "where is this?", 0)]
+    rows = {(r["uid"], r["name"]): r for r in out["behavior"]}
+    assert set(rows) == {(uid, name) for uid in ("local:a.png", "local:sub/deep/clip.mp4") for name in behavior}
+    assert (rows["local:a.png", "likes"]["value"], rows["local:a.png", "likes"]["kind"]) == (532.0, "count")
+    assert (rows["local:a.png", "ctr"]["value"], rows["local:a.png", "ctr"]["kind"]) == (0.25, "ratio")
+    rating = rows["local:a.png", "rating"]
+    assert (rating["value"], rating["kind"], rating["scale_min"], rating["scale_max"]) == (4.5, "score", 1.0, 5.0)
+    assert rows["local:sub/deep/clip.mp4", "ctr"]["value"] is None  # an empty cell: a null value, kept
+    assert all(r["collected_at"] == a["collected_at"] for r in out["behavior"] + out["comments"])
+    assert out["counters"]["comments"] == 2 and out["counters"]["behavior"] == 6
+
+    # a compressed JSON lines sidecar of comment structs, joined by path: ids, replies, hashed authors
+    import gzip
+
+    with gzip.open(tmp_path / "threads.jsonl.gz", "wt") as fh:
+        fh.write(orjson.dumps({"relative_path": "sub/photo.mp4", "thread": [
+            {"id": "c1", "text": "first", "author": "zoe", "score": 3},
+            {"id": "c2", "parent_id": "c1", "text": "a reply", "like_count": "2", "mood": "glad"},
+        ]}).decode() + "\n")
+    out = scan(tmp_path, [{"folder": "media", "sidecar": "threads.jsonl.gz", "join": "relative_path",
+                           "columns": {"comments": "thread"}}])
+    first, reply = out["comments"]
+    assert (first["uid"], first["comment_id"], first["depth"], first["score"]) == ("local:sub/photo.mp4", "c1", 0, 3)
+    assert first["author_hash"] == author_hash("zoe") and b"zoe" not in orjson.dumps(out["comments"], default=str)
+    assert (reply["parent_id"], reply["depth"], reply["like_count"]) == ("c1", 1, 2)
+    assert unpack_raw(reply["raw"]) == {"mood": "glad"}
+    assert not out["behavior"] and not out["errors"]
+
+
+def test_bad_sidecar_rows_and_values_are_errors_naming_the_sidecar_and_the_row(tmp_path: Path, media: Path):
+    side = tmp_path / "side.csv"
+    side.write_text("file_name,title,ctr,replies\n"
+                    "a.png,A,0.5,[]\n"
+                    "b.png,B,1.5,[]\n"  # a ratio outside 0..1
+                    "copy-of-b.png,C,0.1,not json\n"  # an unreadable comments list
+                    "movie.dat,M,0.2,[],one too many\n"  # not a row: no file gets it
+                    "clip.mp4,Clip,0.3,[]\n")
+    out = scan(tmp_path, [{"folder": "media", "sidecar": "side.csv", "columns": {"comments": "replies"},
+                           "behavior": {"ctr": {"column": "ctr", "kind": "ratio"}}}])
+    errors = dict(out["errors"])
+    assert errors.pop("local:b.png") == f"local:b.png: {side}: row 2: column 'ctr': ratio 1.5 is outside 0..1"
+    assert errors.pop("local:sub/copy-of-b.png").startswith(
+        f"local:sub/copy-of-b.png: {side}: row 3: column 'replies': unreadable comments value")
+    assert errors == {f"{side}:4": f"{side}: row 4: line 5: expected 4 fields, got 5"}
+    titles = {i["item_id"]: i["title"] for i in out["items"]}
+    assert titles == {"a.png": "A", "movie.dat": "movie", "sub/deep/clip.mp4": "Clip", "sub/photo.mp4": "photo"}
+    assert out["keys"][-1] == f"{side}:4"  # after the files: the first file carries the listing
+
+    # a sidecar cut short: the rows before the cut are joined, the cut is one error
+    side.write_text('file_name,title\na.png,A\nb.png,"B is cut\n')
+    out = scan(tmp_path, [{"folder": "media", "sidecar": "side.csv"}])
+    assert out["errors"] == [(f"{side}:2", f"{side}: unreadable after row 1: cut inside a quoted value (line 3); "
+                                           "the rest of the sidecar is skipped")]
+    assert {i["item_id"]: i["title"] for i in out["items"]}["a.png"] == "A"
+
+
+@pytest.mark.parametrize("sidecar, request_, message", [
+    ("s.csv", {"columns": {"id": "file_name"}},
+     r"field 'columns': s.csv: \['id'\]: the file itself is the item's id and media"),
+    ("s.csv", {"columns": {"media": "title"}}, r"field 'columns': s.csv: \['media'\]: the file itself"),
+    ("s.csv", {"columns": "title"}, r"field 'columns': s.csv: expected a mapping"),
+    ("s.csv", {"columns": {"file": ""}}, r"field 'columns': s.csv: file: expected the name of the join column"),
+    ("s.csv", {"behavior": {"likes": {"column": "likes", "kind": "counts"}}},
+     r"field 'behavior': s.csv: likes.kind: Input should be 'count', 'ratio' or 'score'"),
+    ("s.csv", {"behavior": {"likes": {"column": "likes", "kind": "score"}}},
+     r"field 'behavior': s.csv: likes: a score needs its scale"),
+    ("s.csv", {"behavior": {"likes": {"column": "likes", "kind": "count", "to": "upvote_ratio"}}},
+     r"field 'behavior': s.csv: likes: to: upvote_ratio takes a ratio, not a count"),
+    ("s.txt", {}, r"field 'sidecar': s.txt: unknown format; use one of the extensions"),
+    ("s.parquet.gz", {}, r"field 'sidecar': s.parquet.gz: a compressed Parquet file"),
+    ("empty.csv", {}, r"field 'columns': empty.csv: column\(s\) \['file_name'\] not in the sidecar .*: \(none\)"),
+])
+def test_bad_sidecar_mappings_are_config_errors_naming_the_request_key(tmp_path: Path, media: Path, sidecar: str,
+                                                                       request_: dict[str, Any], message: str):
+    (tmp_path / sidecar).write_text("file_name,title,likes\nb.png,x,1\n" if sidecar != "empty.csv" else "")
+    with pytest.raises(ConfigError, match=r"requests\[0\]: " + message):
+        FolderScanStage.expand_requests(FolderScanStage.resolve_requests(
+            [{"folder": "media", "sidecar": sidecar, **request_}], tmp_path))
 
 
 # ------------------------------------------------------------------------------ through the runner
@@ -426,6 +543,31 @@ def test_a_rerun_skips_the_folder_until_it_changes_then_picks_up_what_changed(tm
     (tmp_path / "titles.csv").write_text("file_name,title\nb.png,Bumblebee\n")
     assert [t.shard for t in run_pipeline(pipe, opts).plans[0].todo] == [shard]
     assert tables.read_dataset(run / "items", "items").to_pylist()[0]["title"] == "Bumblebee"
+
+
+@pytest.mark.slow
+def test_comments_and_behavior_are_written_in_the_folder_s_shard_and_a_new_mapping_redoes_it(
+        tmp_path: Path, media: Path):
+    (tmp_path / "side.csv").write_text('file_name,likes,replies\nb.png,5,"[""nice""]"\na.png,2,[]\n')
+    request = {"folder": "media", "include": ["*.png"], "sidecar": "side.csv", "columns": {"comments": "replies"}}
+    pipe = write_pipeline(tmp_path, [request])
+    run = run_dir_of(tmp_path)
+    opts = RunOptions(out=run, workers=1, progress=False)
+    first = run_pipeline(pipe, opts)
+    assert not first.failed
+    (shard,) = first.plans[0].shards
+    for dataset in ("items", "comments", "behavior", "videos"):  # co-partitioned: one request, one shard
+        assert [p.name for p in (run / dataset).glob("*.parquet")] == [f"{shard}.parquet"]
+    assert [c["text"] for c in tables.read_dataset(run / "comments", "comments").to_pylist()] == ["nice"]
+    assert tables.read_dataset(run / "behavior", "behavior").num_rows == 0  # likes: a column of no known name
+
+    pipe = write_pipeline(tmp_path, [{**request, "behavior": {"likes": {"column": "likes", "kind": "count"}}}])
+    again = run_pipeline(pipe, opts)
+    assert [t.shard for t in again.plans[0].todo] == [shard]  # the same shard, redone
+    behavior = tables.read_dataset(run / "behavior", "behavior").to_pylist()
+    assert sorted((r["uid"], r["name"], r["value"]) for r in behavior) == [
+        ("local:a.png", "likes", 2.0), ("local:b.png", "likes", 5.0)]
+    assert run_pipeline(pipe, opts).plans[0].skipped == [shard]
 
 
 # ------------------------------------------------------------------------------ the shipped pipeline

@@ -2,6 +2,6 @@
 
 ``scan`` is the stage; ``listing`` walks a folder (sorted, recursive, no symbolic link followed,
 ``include``/``exclude`` patterns) and fingerprints what it found without reading any file;
-``sidecar`` reads the optional table (CSV, JSONL or Parquet) that gives files a title, text, a
-date, an author (hashed) and behavior counts.
+``sidecar`` joins the optional table about the files to them, read and mapped with
+:mod:`blift.collect.table` (title, text, date, author hashed, comments, named behavior values).
 """

@@ -1,4 +1,5 @@
-"""``folder.scan``: a folder of the user's own images and videos -> ``items`` (+ ``videos``).
+"""``folder.scan``: a folder of the user's own images and videos -> ``items`` (+ ``videos``, and
+``comments`` and ``behavior`` from a sidecar table).
 
 Requests (paths relative to the pipeline file; ``~`` is the home folder)::
 
@@ -6,8 +7,10 @@ Requests (paths relative to the pipeline file; ``~`` is the home folder)::
       - {folder: ../my-media}
       - {folder: ../clips, include: ["*.mp4", "best/**"], exclude: ["drafts/**"]}
       - {folder: "../shots/*.png"}               # a glob: the folder part, then an include pattern
-      - {folder: ../memes, sidecar: ../memes.csv, join: file_name,
-         sidecar_columns: {file: name, likes: upvotes, author: user}}
+      - folder: ../memes
+        sidecar: ../memes.csv                    # joined by file name (or join: relative_path)
+        columns: {file: name, title: caption, author: user, comments: replies}
+        behavior: {likes: {column: upvotes, kind: count, to: like_count}}
 
 Each file under the folder (recursive, sorted by relative path; see
 :mod:`blift.collect.folder.listing` for ``include`` / ``exclude`` / ``hidden``) is one record
@@ -28,21 +31,26 @@ file that vanished since the listing as ``missing``; a name that is not UTF-8 as
 a sub-folder that cannot be listed as ``unreadable_folder``. A file that cannot be read is an
 error row (``unreadable``).
 
-**Sidecar** (:mod:`blift.collect.folder.sidecar`): an optional CSV / JSONL / Parquet table,
-joined by file name or relative path, gives title, text, created_at, community, author (salted
-hash only) and counts (likes, views, score, comments into ``like_count``, ``view_count``,
-``score``, ``num_comments``); the row itself, author removed, is kept in ``raw``. A file without
-a row is still an item; a row naming no listed file is dropped as ``sidecar_unmatched``, a
-second row for the same file as ``sidecar_duplicate``. The sidecar will take the table
-source's full mapping (comments, named behavior with its meaning) once ``table.read`` lands.
+**Sidecar** (:mod:`blift.collect.folder.sidecar`): an optional table (CSV, TSV, JSON lines or
+Parquet, as ``table.read`` reads them), joined by file name or relative path, read and mapped as
+``table.read`` reads and maps a table: ``columns:`` and ``behavior:`` are its own (without
+``id`` and ``media``, which the file gives; with ``file``, the join column), so a sidecar row
+gives the file's item its title, text, date, community, author (salted hash only), typed counts
+and ``raw`` (the columns nothing maps), and writes its ``comments`` and ``behavior`` rows. A
+file without a row is still an item, with no comments or behavior rows; a row naming no listed
+file is dropped as ``sidecar_unmatched``, a second row for the same file as
+``sidecar_duplicate``, a row without a key as ``sidecar_no_key``. A sidecar row that cannot be
+read, and where a sidecar stops (cut short), is an error keyed ``<sidecar>:<row>``; a bad value
+in a joined row is an error of the file's record naming the sidecar, its row and the column.
 
 **A folder that changed.** A request's shard id (``request_id``) comes from the folder and what
-it selects (``include``, ``exclude``, ``hidden``); its row also carries the sidecar settings and
-a fingerprint of the folder's listing (names, sizes, modification times, and the sidecar's; no
-file is read for it). Adding, removing or rewriting a file, or editing the sidecar, changes the
-row under the same id; the runner rewrites a request shard whose row changed, so the next run
-redoes that shard: new files are picked up, removed ones disappear, unchanged ones are hashed
-again but never stored twice. The stages after it redo that shard too (one request is one
+it selects (``include``, ``exclude``, ``hidden``); its row also carries the sidecar settings
+(and the mapping they resolve to on the sidecar's columns) and a fingerprint of the folder's
+listing (names, sizes, modification times, and the sidecar's; no file is read for it). Adding,
+removing or rewriting a file, or editing the sidecar or its mapping, changes the row under the
+same id; the runner rewrites a request shard whose row changed, so the next run redoes that
+shard: new files are picked up, removed ones disappear, unchanged ones are hashed again but
+never stored twice. The stages after it redo that shard too (one request is one
 shard): split a very large folder into several requests of the same folder (``include:
 ["2023/**"]``, ``include: ["2024/**"]``) so a change redoes only its part. Changing a request's
 selection makes it a new shard; as with any source, the old shard's rows stay in the run
@@ -58,7 +66,6 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import Field, field_validator
 
 from blift.collect.fields import relative_folder, request_spec
@@ -74,15 +81,20 @@ from blift.collect.folder.listing import (
 )
 from blift.collect.media.local import LocalFileRefused, LocalRoots, identify, run_ref, store_copy
 from blift.collect.media.store import MediaStore
-from blift.errors import ConfigError, InvalidRecord, PermanentError
-from blift.ids import canonical_json, now_utc, pack_raw, short_id
+from blift.collect.table.inputs import BadRow
+from blift.collect.table.mapping import MapContext, MappedRow, map_row
+from blift.errors import ConfigError, ErrorClass, InvalidRecord, PermanentError, RecordError, TransientError
+from blift.ids import canonical_json, now_utc, short_id
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
 
 log = logging.getLogger(__name__)
 
 KIND = "folder"
-REQUEST_KEYS = ("folder", "include", "exclude", "hidden", "sidecar", "join", "sidecar_columns")
-SIDECAR_KEYS = ("join", "sidecar_columns")
+REQUEST_KEYS = ("folder", "include", "exclude", "hidden", "sidecar", "join", "columns", "behavior")
+SIDECAR_KEYS = ("join", "columns", "behavior")
+FAILURES: dict[ErrorClass, type[RecordError]] = {ErrorClass.INVALID: InvalidRecord,
+                                                  ErrorClass.PERMANENT: PermanentError,
+                                                  ErrorClass.TRANSIENT: TransientError}
 
 
 def _fail(index: int, field: str, message: str) -> ConfigError:
@@ -103,8 +115,8 @@ def _patterns(entry: dict[str, Any], index: int, field: str) -> list[str]:
     return values
 
 
-def _sidecar_spec(entry: dict[str, Any], index: int, folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The request's sidecar keys as given, and the field -> column mapping its columns allow."""
+def _sidecar_spec(entry: dict[str, Any], index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request's sidecar keys as given, and the mapping they resolve to on its columns."""
     value = entry["sidecar"]
     if not isinstance(value, str) or not value:
         raise _fail(index, "sidecar", f"expected a file path, got {value!r}")
@@ -114,15 +126,15 @@ def _sidecar_spec(entry: dict[str, Any], index: int, folder: Path) -> tuple[dict
     join = entry.get("join", "file_name")
     if join not in sc.JOINS:
         raise _fail(index, "join", f"expected one of {', '.join(sc.JOINS)}, got {join!r}")
-    given = entry.get("sidecar_columns")
-    if given is not None and not isinstance(given, dict):
-        raise _fail(index, "sidecar_columns", f"expected a mapping of field to sidecar column, got {given!r}")
     try:
-        columns = sc.read_columns(path)
-        resolved = sc.mapping(columns, join, given, path.name)
+        table = sc.read_sidecar(path, columns_only=True)
+        if table.stopped is not None and not table.columns:
+            raise sc.SidecarError(f"{path.name}: cannot read it ({table.stopped})")
+        resolved = sc.resolve(table.columns, join, entry.get("columns"), entry.get("behavior"), path.name)
     except sc.SidecarError as exc:
         raise _fail(index, exc.field, str(exc)) from None
-    spec = {"sidecar": str(path), "join": join, "sidecar_columns": dict(sorted((given or {}).items()))}
+    spec = {"sidecar": str(path), "join": join, "columns": entry.get("columns") or {},
+            "behavior": entry.get("behavior") or {}}
     return spec, resolved
 
 
@@ -173,9 +185,9 @@ def expand_folder_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         selected: dict[str, Any] = {"folder": str(folder), "include": sorted(set(include)),
                                     "exclude": sorted(set(_patterns(entry, index, "exclude"))), "hidden": hidden}
         spec = dict(selected)
-        columns: dict[str, str] = {}
+        mapping: dict[str, Any] = {}
         if entry.get("sidecar") is not None:
-            side, columns = _sidecar_spec(entry, index, folder)
+            side, mapping = _sidecar_spec(entry, index)
             spec.update(side)
         else:
             extra = sorted(set(SIDECAR_KEYS) & set(entry))
@@ -202,8 +214,8 @@ def expand_folder_requests(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         extra_files = [Path(spec["sidecar"])] if "sidecar" in spec else []
         # Not part of the request_id either: the shard stays the folder's while its content changes.
         row_spec = {**spec, "listing": {"entries": len(entries), "sha256": fingerprint(entries, extra_files)}}
-        if columns:
-            row_spec["columns"] = columns
+        if mapping:
+            row_spec["mapping"] = mapping
         rows[request_id] = {"request_id": request_id, "kind": KIND, "spec": canonical_json(row_spec).decode()}
     return list(rows.values())
 
@@ -226,7 +238,7 @@ class FolderScanStage(RecordStage):
     name: ClassVar[str] = "folder.scan"
     version: ClassVar[int] = 1
     inputs: ClassVar[dict[str, str]] = {"requests": "requests"}
-    outputs: ClassVar[dict[str, str]] = {"items": "items", "videos": "videos"}
+    outputs: ClassVar[dict[str, str]] = {name: name for name in ("items", "comments", "behavior", "videos")}
     request_paths: ClassVar[tuple[str, ...]] = ("folder", "sidecar")
     key_column: ClassVar[str] = "uid"
     Config = FolderScanConfig
@@ -261,9 +273,10 @@ class FolderScanStage(RecordStage):
     @classmethod
     def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``{folder: PATH}`` (optionally ``include``, ``exclude``, ``hidden``, ``sidecar``, ``join``,
-        ``sidecar_columns``) -> one ``folder`` row per folder. A missing folder or sidecar, a bad
-        pattern, a sidecar column that does not exist, or a file two requests would both make an
-        item of is a ConfigError naming ``requests[i]`` and the field."""
+        ``columns``, ``behavior``) -> one ``folder`` row per folder. A missing folder or sidecar,
+        a bad pattern, a bad mapping or one naming a sidecar column that does not exist, or a file
+        two requests would both make an item of is a ConfigError naming ``requests[i]`` and the
+        field."""
         return expand_folder_requests(specs)
 
     def setup(self) -> None:
@@ -294,53 +307,77 @@ class FolderScanStage(RecordStage):
                                  error_type="missing_folder")
         entries, counts = walk(folder, selection_of(spec, folder))
         join = spec.get("join", "file_name")
-        columns: dict[str, str] = spec.get("columns") or {}
         by_key: dict[str, dict[str, Any]] = {}
         dropped: list[dict[str, Any]] = []
+        failures: list[tuple[str, Any]] = []
         if spec.get("sidecar"):
-            by_key, dropped = self._sidecar(Path(spec["sidecar"]), join, columns, entries, counts)
+            by_key, dropped, failures = self._sidecar(Path(spec["sidecar"]), join, spec.get("mapping") or {},
+                                                      entries, counts)
         platform = self.config.platform
         out: list[tuple[str, Any]] = []
         for e in entries:
             payload: dict[str, Any] = {"folder": str(folder), "rel": e.rel, "kind": e.kind,
-                                       "sidecar": by_key.get(sc.file_key(e.rel, join)), "columns": columns}
+                                       "sidecar": by_key.get(sc.file_key(e.rel, join))}
             out.append((f"{platform}:{printable(e.rel)}", payload))
         counts["entries_listed"] = len(entries)
         if out:  # what the listing left out travels with the first record (journaled once)
             out[0][1]["listing"] = {"counters": dict(counts), "dropped": dropped}
         elif dropped or counts:
             log.warning("%s: request %s: folder %s lists no file (%s)", self.name, request_id, folder, dict(counts))
-        return out
+        return out + failures  # after the files: a failing record must not carry the listing
 
-    def _sidecar(self, path: Path, join: str, columns: dict[str, str], entries: list[Entry],
-                 counts: Counter[str]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    def _sidecar(self, path: Path, join: str, mapping: dict[str, Any], entries: list[Entry], counts: Counter[str]
+                 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[tuple[str, Any]]]:
+        """(join key -> the row joined to those files, the rows dropped, a record for each row that
+        could not be read and for where the sidecar stopped)."""
         try:
-            names, rows = sc.read_table(path)
-        except sc.SidecarError as exc:
+            table = sc.read_sidecar(path)
+            if table.stopped is not None and not table.columns:
+                raise sc.SidecarError(f"{path.name}: cannot read it ({table.stopped})")
+            sc.table_mapping(mapping, self.config.platform).check_columns(table.columns, path.name)
+        except (sc.SidecarError, ConfigError) as exc:  # changed since the run started
             raise PermanentError(f"sidecar {exc}", error_type="bad_sidecar") from None
-        if columns.get(sc.KEY) not in names:
-            raise PermanentError(f"sidecar {path.name}: join column {columns.get(sc.KEY)!r} is gone; "
-                                 f"its columns: {', '.join(names)}", error_type="bad_sidecar")
+        column = mapping["columns"][sc.KEY]
         listed = {sc.file_key(e.rel, join) for e in entries}
         by_key: dict[str, dict[str, Any]] = {}
         dropped: list[dict[str, Any]] = []
-        for n, row in enumerate(rows):
-            key = sc.join_key(row.get(columns[sc.KEY]), join)
+        failures: list[tuple[str, Any]] = []
+        for n, row in enumerate(table.rows, 1):
+            if isinstance(row, BadRow):
+                failures.append((f"{path}:{n}", {"failure": (ErrorClass.INVALID, row.error_type,
+                                                             f"{path}: row {n}: {row.message}")}))
+                continue
+            key = sc.join_key(row.get(column), join)
             reason = ("sidecar_no_key" if key is None else "sidecar_duplicate" if key in by_key
                       else "sidecar_unmatched" if key not in listed else None)
             if reason is None:
                 assert key is not None
-                by_key[key] = row
+                by_key[key] = {"path": str(path), "number": n, "row": row, "mapping": mapping}
                 continue
-            dropped.append({"table": "sidecar", "uid": None, "record_id": key or f"row {n + 1}", "reason": reason,
-                            "detail": f"{path.name} row {n + 1}" + ("" if reason != "sidecar_unmatched" else
-                                                                    f": no listed file has this {join}")})
-        counts["sidecar_rows"] = len(rows)
+            dropped.append({"table": "sidecar", "uid": None, "record_id": key or f"row {n}", "reason": reason,
+                            "detail": f"{path.name} row {n}" + ("" if reason != "sidecar_unmatched" else
+                                                                f": no listed file has this {join}")})
+        if table.stopped is not None:
+            n = len(table.rows)
+            failures.append((f"{path}:{n + 1}", {"failure": (
+                table.stopped.error_class, "input_stopped",
+                f"{path}: unreadable after row {n}: {table.stopped}; the rest of the sidecar is skipped")}))
+        counts["sidecar_rows"] = len(table.rows)
         counts["sidecar_matched"] = len(by_key)
         counts["sidecar_unmatched"] = sum(1 for d in dropped if d["reason"] == "sidecar_unmatched")
-        return by_key, dropped
+        return by_key, dropped, failures
 
     # ------------------------------------------------------------------ one file
+
+    def _map(self, key: str, rel: str, side: dict[str, Any], now: datetime) -> MappedRow:
+        """The file's sidecar row mapped as ``table.read`` maps a row; a bad value raises
+        InvalidRecord naming the sidecar, its row and the column."""
+        try:
+            mapping = sc.table_mapping(side["mapping"], self.config.platform)
+        except sc.SidecarError as exc:
+            raise PermanentError(f"{key}: sidecar mapping {exc}", error_type="bad_sidecar") from None
+        where = f"{key}: {side['path']}: row {side['number']}"
+        return map_row(side["row"], mapping, MapContext(collected_at=now), where, item_id=rel)
 
     def _roots_for(self, folder: str) -> LocalRoots:
         roots = self._roots.get(folder)
@@ -353,6 +390,9 @@ class FolderScanStage(RecordStage):
         if self._store is None:
             self.setup()
         assert self._store is not None
+        if "failure" in payload:  # a sidecar row that could not be read
+            error_class, error_type, message = payload["failure"]
+            raise FAILURES[error_class](message, error_type=error_type)
         listing = payload.get("listing") or {}
         counts: Counter[str] = Counter(listing.get("counters") or {})
         dropped: list[dict[str, Any]] = list(listing.get("dropped") or [])
@@ -384,10 +424,9 @@ class FolderScanStage(RecordStage):
         if media is None:
             return drop("not_media", f"{shown}: neither an image nor a video (by its first bytes and its name)")
 
-        where = f"{key}"
+        now = now_utc()
         side: dict[str, Any] | None = payload.get("sidecar")
-        columns: dict[str, str] = payload.get("columns") or {}
-        fields = sc.item_fields(side, columns, where) if side is not None else {}
+        mapped = None if side is None else self._map(key, rel, side, now)
         try:
             mtime = path.stat().st_mtime
             stored, size = store_copy(self._store, media)
@@ -396,17 +435,18 @@ class FolderScanStage(RecordStage):
                                  error_type="unreadable") from None
         counts[f"files_{media.kind}"] += 1
         counts["stored_new" if stored.created else "stored_existing"] += 1
-        if side is not None:
-            counts["sidecar_joined"] += 1
         item: dict[str, Any] = {
             "uid": key, "platform": self.config.platform, "item_id": rel, "source": "folder",
             "title": PurePosixPath(rel).stem, "created_at": datetime.fromtimestamp(mtime, tz=timezone.utc),
-            "collected_at": now_utc(), "media_kind": media.kind, "media_urls": [run_ref(stored.path)],
+            "collected_at": now, "media_kind": media.kind, "media_urls": [run_ref(stored.path)],
         }  # fmt: skip
-        item.update({k: v for k, v in fields.items() if v is not None})
-        if side is not None:
-            kept = {k: v for k, v in side.items() if k != columns.get("author")}  # the author only as its hash
-            item["raw"] = pack_raw(orjson.loads(orjson.dumps(kept, default=str)))
+        if mapped is not None:  # what the sidecar row gives wins; an empty cell keeps the file's own
+            item.update({k: v for k, v in mapped.item.items() if v is not None})
+            counts["sidecar_joined"] += 1
+            for table, rows in (("comments", mapped.comments), ("behavior", mapped.behavior)):
+                if rows:
+                    out.tables[table] = rows
+                    counts[table] += len(rows)
         out.tables["items"] = [item]
         if media.kind == "video":
             out.tables["videos"] = [{"uid": key, "file_status": "ok", "file_path": stored.path,

@@ -1,48 +1,52 @@
-"""The optional sidecar table of a ``folder.scan`` request: one row per file, joined by name.
+"""The optional sidecar table of a ``folder.scan`` request: rows about the folder's files, joined
+to them by file name or by relative path.
 
-A CSV (``.csv``, ``.tsv``), JSON-lines (``.jsonl``, ``.ndjson``) or Parquet file whose rows name
-the folder's files, by file name (``join: file_name``, the default: every file of that name, at
-any depth) or by path relative to the folder (``join: relative_path``), and give them what a
-platform would: a title, a text, a date, a community, an author (stored only as a salted hash)
-and behavior counts. ``sidecar_columns`` maps these fields to the sidecar's column names; a
-field whose own name (or its ``items`` column's name) is a sidecar column is mapped without
-saying so (but ``comments``, often a column of texts: a ``num_comments`` column is mapped, a
-``comments`` one only when named). The join column is ``file`` in the mapping (default: a
-column named like the join).
+A sidecar is read and mapped the way ``table.read`` reads and maps a table, by its modules:
+:mod:`blift.collect.table.inputs` reads it (CSV, TSV, JSON lines or Parquet, the text formats
+also compressed: ``.gz``, ``.bz2``, ``.zst``, ``.xz``), and :mod:`blift.collect.table.mapping`
+maps the row joined to a file onto that file's ``items`` row, its ``comments`` and its
+``behavior`` rows. The request takes ``table.read``'s ``columns:`` and ``behavior:``, except that
+the file itself gives the item's id and media (no ``id``, ``media`` or ``media_kind``), and
+``file`` names the join column (default: a column named like the join, ``file_name`` or
+``relative_path``). Without saying so, a column named like one of ``title``, ``text``,
+``community``, ``created_at``, ``author`` is that field, and a column named like a typed
+``items`` column (``like_count``, ``view_count``, ``score``, ``num_comments``, ...) is a behavior
+value of that name filling it (a ``to:``), unless the request maps that column, name or items
+column otherwise. ``comments`` and ``url`` are mapped only when named.
 
-This is deliberately small. Once the generic table source (``table.read``) lands, the sidecar
-takes its full column mapping (comments, named behavior values with their meaning).
+What is the sidecar's own is the join: a row's key is its join column's value (``\\`` read as
+``/``, a leading ``./`` dropped; for ``file_name`` only the last part), and a file's key is its
+name or its path in the folder. Every file with that key gets the row; a second row with a key
+is dropped as ``sidecar_duplicate``, a row whose key no listed file has as
+``sidecar_unmatched``, a row with an empty key as ``sidecar_no_key``.
 """
 
 from __future__ import annotations
 
-import csv
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import orjson
+from pydantic import TypeAdapter, ValidationError
 
-from blift.errors import InvalidRecord
-from blift.ids import author_hash
+from blift.collect.table.inputs import BadRow, InputStopped, format_for, read_file
+from blift.collect.table.mapping import (
+    TYPED_COLUMNS,
+    BehaviorColumn,
+    ColumnMap,
+    TableMapping,
+    check_behavior_names,
+)
+from blift.errors import ConfigError
 
-#: sidecar field -> the items column it fills
-FIELDS: dict[str, str] = {
-    "title": "title",
-    "text": "text",
-    "created_at": "created_at",
-    "community": "community",
-    "author": "author_hash",
-    "likes": "like_count",
-    "views": "view_count",
-    "score": "score",
-    "comments": "num_comments",
-}
-COUNTS = ("likes", "views", "score", "comments")
-AMBIGUOUS = frozenset({"comments"})  # a "comments" column often holds texts: mapped only when named
-KEY = "file"  # the mapping entry naming the join column
+KEY = "file"  # the ``columns:`` entry naming the join column
 JOINS = ("file_name", "relative_path")
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FROM_FILE = ("id", "media", "media_kind")  # what the file gives, never a sidecar column
+FIELDS = tuple(name for name in ColumnMap.model_fields if name not in FROM_FILE)
+IMPLICIT = ("title", "text", "community", "created_at", "author")  # a column of that name is that field
+SOURCE = "folder"
+BATCH_ROWS = 4096
+_BEHAVIOR: TypeAdapter[dict[str, BehaviorColumn]] = TypeAdapter(dict[str, BehaviorColumn])
 
 
 class SidecarError(ValueError):
@@ -54,94 +58,111 @@ class SidecarError(ValueError):
         self.field = field
 
 
-def sidecar_format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise SidecarError(f"{path.name}: unknown sidecar format; use one of {', '.join(sorted(FORMATS))}")
-    return fmt
+@dataclass
+class Sidecar:
+    """A sidecar as read: its columns (a header's or schema's; JSON lines: every row's keys), its
+    rows in order (a :class:`~blift.collect.table.inputs.BadRow` in the place of an unreadable
+    one), and where it could not be read further (the rows before it are there)."""
+
+    columns: list[str]
+    rows: list[dict[str, Any] | BadRow]
+    stopped: InputStopped | None = None
 
 
-def _text_rows(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, Any]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        rows = [dict(row) for row in reader]
-        return list(reader.fieldnames or []), rows
-
-
-def read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows) of a sidecar file."""
-    fmt = sidecar_format(path)
+def read_sidecar(path: Path, columns_only: bool = False) -> Sidecar:
+    """Read a sidecar (``columns_only``: as little as tells its columns). An unknown format is a
+    SidecarError; a sidecar unreadable before its first row has no columns and ``stopped`` set."""
     try:
-        if fmt in ("csv", "tsv"):
-            return _text_rows(path, "," if fmt == "csv" else "\t")
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            return list(table.column_names), table.to_pylist()
-        columns: dict[str, None] = {}
-        rows = []
-        for n, line in enumerate(path.read_bytes().splitlines(), 1):
-            if not line.strip():
-                continue
-            row = orjson.loads(line)
-            if not isinstance(row, dict):
-                raise SidecarError(f"{path.name}: line {n} is not a JSON object")
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
-        return list(columns), rows
-    except SidecarError:
-        raise
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:  # orjson's errors are ValueErrors
-        raise SidecarError(f"{path.name}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow's own errors (a file that is not Parquet)
-        raise SidecarError(f"{path.name}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
-
-
-def read_columns(path: Path) -> list[str]:
-    """A sidecar's column names (CSV: the header line; Parquet: the schema; JSONL: every row's keys)."""
-    fmt = sidecar_format(path)
+        fmt = format_for(str(path))
+    except ValueError as exc:
+        raise SidecarError(f"{path.name}: {exc}") from None
+    names: dict[str, None] = {}
+    rows: list[dict[str, Any] | BadRow] = []
     try:
-        if fmt in ("csv", "tsv"):
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                return next(csv.reader(fh, delimiter="," if fmt == "csv" else "\t"), [])
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+        for batch in read_file(str(path), fmt, BATCH_ROWS):
+            names.update(dict.fromkeys(batch.columns or ()))
+            for row in batch.rows:
+                if isinstance(row, dict):
+                    names.update(dict.fromkeys(row))
+            rows += batch.rows
+            if columns_only and fmt != "jsonl":  # a header or a schema names them all
+                break
+    except InputStopped as exc:
+        return Sidecar(list(names), rows, exc)
+    return Sidecar(list(names), rows)
 
-            return list(pq.read_schema(path).names)
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
-        raise SidecarError(f"{path.name}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow's own errors (a file that is not Parquet)
-        raise SidecarError(f"{path.name}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
-    return read_table(path)[0]
+
+# ------------------------------------------------------------------------------------- mapping
 
 
-def mapping(columns: list[str], join: str, given: dict[str, Any] | None, where: str) -> dict[str, str]:
-    """Field -> sidecar column (the join column under ``file``). Unknown fields, and columns the
-    sidecar lacks, raise one SidecarError listing the sidecar's columns."""
-    given = dict(given or {})
+def _problems(exc: ValueError) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+                     f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors())
+
+
+def resolve(columns: list[str], join: str, given_columns: Any, given_behavior: Any, where: str) -> dict[str, Any]:
+    """The request's ``columns:`` and ``behavior:`` with the defaults the sidecar's column names
+    give, as ``{columns: {file: ..., field: column}, behavior: {name: {...}}}``, checked against
+    the sidecar's columns. A SidecarError names the request key to fix and lists the columns."""
+    for key, value in (("columns", given_columns), ("behavior", given_behavior)):
+        if value is not None and not isinstance(value, dict):
+            raise SidecarError(f"{where}: expected a mapping, got {value!r:.80}", key)
+    given = dict(given_columns or {})
+    behavior = dict(given_behavior or {})
+    from_file = sorted(set(given) & set(FROM_FILE))
+    if from_file:
+        raise SidecarError(f"{where}: {from_file}: the file itself is the item's id and media; name the "
+                           f"join column with {KEY}: <column>", "columns")
     unknown = sorted(set(given) - set(FIELDS) - {KEY})
     if unknown:
-        raise SidecarError(f"{where}: unknown field(s) {unknown}; known: {', '.join([KEY, *FIELDS])}",
-                           "sidecar_columns")
-    bad_values = sorted(k for k, v in given.items() if not isinstance(v, str) or not v)
-    if bad_values:
-        raise SidecarError(f"{where}: field(s) {bad_values}: expected a sidecar column name", "sidecar_columns")
-    out: dict[str, str] = {}
-    for name, column in FIELDS.items():
-        if name in columns and name not in AMBIGUOUS:
-            out[name] = name
-        elif column in columns:
-            out[name] = column
-    out[KEY] = join
-    out.update(given)
-    missing = sorted({c for c in out.values() if c not in columns})
-    if missing:
-        hint = (f" (the column holding each file's {join.replace('_', ' ')}: name it with "
-                f"sidecar_columns: {{{KEY}: <column>}})" if out[KEY] in missing else "")
-        raise SidecarError(f"{where}: column(s) {missing} not in the sidecar{hint}; "
-                           f"its columns: {', '.join(columns) or '(none)'}", "sidecar_columns")
-    return out
+        raise SidecarError(f"{where}: unknown field(s) {unknown}; known: {', '.join([KEY, *FIELDS])}", "columns")
+    key_column = given.pop(KEY, join)
+    if not isinstance(key_column, str) or not key_column:
+        raise SidecarError(f"{where}: {KEY}: expected the name of the join column, got {key_column!r:.80}", "columns")
+    specs = [b for b in behavior.values() if isinstance(b, dict)]
+    used = {c for c in [key_column, *given.values(), *(b.get("column") for b in specs)] if isinstance(c, str)}
+    filled = {b.get("to") for b in specs if isinstance(b.get("to"), str)}
+    for name in IMPLICIT:
+        if name in columns and name not in given and name not in used:
+            given[name] = name
+    for name, kinds in TYPED_COLUMNS.items():
+        if name in columns and name not in used | filled | set(behavior):
+            behavior[name] = {"column": name, "kind": kinds[0], "to": name}
+    resolved = {"columns": {KEY: key_column, **given}, "behavior": behavior}
+    try:
+        mapping = table_mapping(resolved, "local")
+    except SidecarError as exc:
+        raise SidecarError(f"{where}: {exc}", exc.field) from None
+    if key_column not in columns:
+        raise SidecarError(f"{where}: column(s) [{key_column!r}] not in the sidecar (the column holding each "
+                           f"file's {join.replace('_', ' ')}: name it with columns: {{{KEY}: <column>}}); "
+                           f"its columns: {', '.join(columns) or '(none)'}", "columns")
+    try:
+        mapping.check_columns(columns, where)
+    except ConfigError as exc:
+        first = next(fld for col, fld in mapping.named_columns().items() if col not in columns)
+        raise SidecarError(str(exc), first.partition(".")[0]) from None
+    return resolved
+
+
+def table_mapping(resolved: dict[str, Any], platform: str) -> TableMapping:
+    """The table source's mapping of a resolved sidecar mapping (the join column as its ``id``);
+    a SidecarError names the request key at fault."""
+    columns = dict(resolved["columns"])
+    try:
+        column_map = ColumnMap(id=columns.pop(KEY), **columns)
+    except ValidationError as exc:
+        raise SidecarError(_problems(exc), "columns") from None
+    try:
+        behavior = check_behavior_names(_BEHAVIOR.validate_python(resolved["behavior"]))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise SidecarError(_problems(exc), "behavior") from None
+    return TableMapping(platform=platform, columns=column_map, behavior=behavior, source=SOURCE)
+
+
+# ------------------------------------------------------------------------------------- the join
 
 
 def join_key(value: Any, join: str) -> str | None:
@@ -159,65 +180,3 @@ def join_key(value: Any, join: str) -> str | None:
 
 def file_key(rel: str, join: str) -> str:
     return rel.rpartition("/")[2] if join == "file_name" else rel
-
-
-def _count(value: Any, where: str) -> int | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool):
-        raise InvalidRecord(f"{where}: expected a count, got {value!r}")
-    try:
-        number = float(value.strip().replace("_", "") if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise InvalidRecord(f"{where}: expected a count, got {value!r:.60}") from None
-    if number != number or number in (float("inf"), float("-inf")) or number != int(number):
-        raise InvalidRecord(f"{where}: expected a whole number, got {value!r:.60}")
-    return int(number)
-
-
-def parse_time(value: Any, where: str) -> datetime | None:
-    """A sidecar date: ISO 8601 text (a date alone is midnight UTC; no zone means UTC), Unix
-    seconds, or a timestamp / date cell of a Parquet sidecar."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
-        text = str(value).strip()
-        if text.lstrip("-").replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text), tz=timezone.utc)
-        parsed = datetime.fromisoformat(text)
-    except (ValueError, OverflowError, OSError):
-        raise InvalidRecord(f"{where}: expected an ISO 8601 date or Unix seconds, got {value!r:.60}") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def item_fields(row: dict[str, Any], columns: dict[str, str], where: str) -> dict[str, Any]:
-    """The ``items`` columns one sidecar row gives (the author as a salted hash, never raw); a
-    value of the wrong type raises InvalidRecord naming ``where`` and the sidecar column."""
-    out: dict[str, Any] = {}
-    for name, column in columns.items():
-        if name == KEY:
-            continue
-        value, at = row.get(column), f"{where}: sidecar column {column!r}"
-        if name in COUNTS:
-            out[FIELDS[name]] = _count(value, at)
-        elif name == "created_at":
-            out["created_at"] = parse_time(value, at)
-        elif name == "author":
-            name_text = _text(value)
-            out["author_hash"] = author_hash(name_text) if name_text is not None else None
-        else:
-            out[FIELDS[name]] = _text(value)
-    return out

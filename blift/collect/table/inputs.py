@@ -135,6 +135,17 @@ def _compressed(path: str) -> bool:
     return path.lower().endswith(COMPRESSIONS)
 
 
+def format_for(path: str, fmt: str | None = None) -> str:
+    """The format a file is read as: ``fmt`` when given, else its extension's; ValueError saying
+    why for an unknown extension or a compressed Parquet file."""
+    found = fmt or format_of(path)
+    if found is None:
+        raise ValueError(f"unknown format; use one of the extensions {sorted(EXTENSIONS)}")
+    if found == "parquet" and _compressed(path):
+        raise ValueError("a compressed Parquet file; Parquet compresses inside the file")
+    return found
+
+
 def list_files(path: str, fmt: str | None, where: str) -> list[dict[str, Any]]:
     """The files a ``path`` request names: ``{path, format, size, stamp}`` each, sorted by path."""
     import fsspec
@@ -168,12 +179,11 @@ def list_files(path: str, fmt: str | None, where: str) -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: path {path!r}: cannot list it ({type(exc).__name__}: {exc})") from None
     files = []
     for p in found:
-        file_format = fmt or format_of(p)
-        if file_format is None:
-            raise ConfigError(f"{where}: {full(p)}: unknown format; name it with format: "
-                              f"({', '.join(FORMATS)}) or use one of the extensions {sorted(EXTENSIONS)}")
-        if file_format == "parquet" and _compressed(p):
-            raise ConfigError(f"{where}: {full(p)}: a compressed Parquet file; Parquet compresses inside the file")
+        try:
+            file_format = format_for(p, fmt)
+        except ValueError as exc:
+            hint = f" or name it with format: ({', '.join(FORMATS)})" if format_of(p) is None else ""
+            raise ConfigError(f"{where}: {full(p)}: {exc}{hint}") from None
         info = fs.info(p)
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
         if not remote:

@@ -437,11 +437,15 @@ def _comments(value: Any, *, uid: str, platform: str, collected_at: datetime, sa
     return rows
 
 
-def map_row(row: dict[str, Any], mapping: TableMapping, ctx: MapContext, where: str) -> MappedRow:
+def map_row(row: dict[str, Any], mapping: TableMapping, ctx: MapContext, where: str,
+            item_id: str | None = None) -> MappedRow:
     """Map one table row; raises :class:`~blift.errors.InvalidRecord` naming ``where`` (the input
-    and row number) and the column on any bad value."""
+    and row number) and the column on any bad value. ``item_id``: the item's id when the caller
+    has it (a media folder's file, which its sidecar row names by the ``id`` column); the id
+    column is then only left out of ``raw``."""
     c = mapping.columns
-    item_id = parse_id(row.get(c.id), where, c.id)
+    if item_id is None:
+        item_id = parse_id(row.get(c.id), where, c.id)
     uid = f"{mapping.platform}:{item_id}"
     collected_at = ctx.collected_at
     if mapping.collected_at_column:
