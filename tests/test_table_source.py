@@ -607,3 +607,51 @@ def test_seen_ids_remember_every_id_across_merges():
         seen.add(h)
     assert len(seen) == 50 and all(h in seen for h in hashes[:50]) and not any(h in seen for h in hashes[50:])
     assert 2**64 - 1 not in seen and 0 not in seen
+
+
+@pytest.mark.slow
+def test_the_shipped_blift_hub_pipeline_imports_a_replica_of_the_published_corpus(tmp_path: Path):
+    """pipelines/blift-hub.yaml's table.read step on a Parquet replica of behavior-in-the-wild/BLIFT
+    (its published columns and types) served by the stand-in Hub: Reddit uids from the permalinks,
+    comments in published order, the comment count as behavior, the image URL as media."""
+    from servers.hub_server import HubServer
+
+    schema = pa.schema([("url", pa.string()), ("permalink", pa.string()), ("comments", pa.list_(pa.string())),
+                        ("num_comments", pa.int64()), ("subreddit", pa.string()), ("title", pa.string())])
+    rows = [{"url": f"https://i.redd.it/img{i}.jpg", "permalink": f"/r/pics/comments/ab{i}cd/a_title_{i}/",
+             "comments": [f"comment {j} on post {i}" for j in range(i)], "num_comments": 10 * i,
+             "subreddit": "pics", "title": f"Post {i}"} for i in range(1, 4)]
+    rows.append({"url": "https://i.redd.it/x.jpg", "permalink": "/r/pics/about/", "comments": [],
+                 "num_comments": 0, "subreddit": "pics", "title": "no post id in its permalink"})
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    run = tmp_path / "run"
+    child = ("import json, sys\nfrom pathlib import Path\nfrom blift.pipeline import RunOptions, run_pipeline\n"
+             "r = run_pipeline(Path(sys.argv[1]), RunOptions(out=sys.argv[2], progress=False),\n"
+             "                 only=['table.read'])\n"
+             "print(json.dumps(r.stats['stages']['table.read']))\n")
+    with HubServer() as hub:
+        hub._create_repo("behavior-in-the-wild/BLIFT", "dataset", False, "tester")
+        hub.commit_files("behavior-in-the-wild/BLIFT", {"data/train-00000-of-00001.parquet": buf.getvalue()})
+        env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                   HF_DATASETS_OFFLINE="0", HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-c", child, str(ROOT / "pipelines" / "blift-hub.yaml"), str(run)],
+                              env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["out"]["items"] == 3 and stats["errors"] == {"invalid": 1}
+    out = tables(run)
+    items = {r["uid"]: r for r in out["items"]}
+    assert sorted(items) == ["reddit:ab1cd", "reddit:ab2cd", "reddit:ab3cd"]
+    post = items["reddit:ab2cd"]
+    assert (post["item_id"], post["community"], post["num_comments"]) == ("ab2cd", "pics", 20)
+    assert post["media_urls"] == ["https://i.redd.it/img2.jpg"]
+    assert post["permalink"] == "/r/pics/comments/ab2cd/a_title_2/"
+    texts = [c["text"] for c in out["comments"] if c["uid"] == "reddit:ab3cd"]  # sorted by comment id
+    assert texts == ["comment 0 on post 3", "comment 1 on post 3", "comment 2 on post 3"]
+    assert {(b["uid"], b["name"], b["value"]) for b in out["behavior"]} == {
+        ("reddit:ab1cd", "num_comments", 10.0), ("reddit:ab2cd", "num_comments", 20.0),
+        ("reddit:ab3cd", "num_comments", 30.0)}
+    (error,) = side(run, "errors")
+    assert "no id in '/r/pics/about/'" in error["message"] and "column 'permalink'" in error["message"]

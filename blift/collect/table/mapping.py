@@ -99,6 +99,9 @@ class ColumnMap(StageConfig):
     """Which table column holds each blift field (``id`` is the only one required)."""
 
     id: str = Field(min_length=1, description="the row's id, unique in the table (uid: <platform>:<id>)")
+    id_pattern: str | None = Field(
+        None, description="a regular expression whose first group takes the id out of the id column, e.g. "
+                          "'/comments/([a-z0-9]+)' on a Reddit permalink (BLIFT on the Hub has no id column)")
     media: str | list[str] | None = Field(
         None, description="column(s) holding an http(s) URL, a local path, or a list of them")
     media_kind: Literal["auto", "image", "video"] = Field(
@@ -111,6 +114,19 @@ class ColumnMap(StageConfig):
     url: str | None = Field(None, description="the post's own page (items.permalink)")
     comments: str | None = Field(
         None, description="a list of strings, or of {text, score, like_count, created_at, author, id, parent_id}")
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"id_pattern {value!r} is not a regular expression ({exc})") from None
+        if compiled.groups < 1:
+            raise ValueError(f"id_pattern {value!r} needs a group, e.g. '/comments/([a-z0-9]+)'")
+        return value
 
     @field_validator("media")
     @classmethod
@@ -446,6 +462,11 @@ def map_row(row: dict[str, Any], mapping: TableMapping, ctx: MapContext, where: 
     c = mapping.columns
     if item_id is None:
         item_id = parse_id(row.get(c.id), where, c.id)
+        if c.id_pattern is not None:
+            found = re.search(c.id_pattern, item_id)
+            if found is None or not found.group(1):
+                raise _bad(where, c.id, f"no id in {item_id!r:.80} (id_pattern {c.id_pattern!r})", "missing_id")
+            item_id = found.group(1)
     uid = f"{mapping.platform}:{item_id}"
     collected_at = ctx.collected_at
     if mapping.collected_at_column:
