@@ -20,7 +20,7 @@ from blift.collect.reddit.dump_parse import bucket_of
 from blift.collect.reddit.dumps import DumpConfig, DumpIngestStage
 from blift.errors import ConfigError, SchemaError
 from blift.ids import author_hash, unpack_raw
-from blift.runner.bucket_sink import BucketSink
+from blift.runner.bucket_sink import BucketSink, stream_into_buckets
 from blift.synthetic.reddit_dumps import comment, generate, submission, write_ndjson_zst
 from blift.tables import read_dataset, read_shard, shard_paths
 from dump_files import CHAIN, T0, _com, _sub, dump_lines
@@ -41,15 +41,7 @@ def ingest(
     config.setdefault("workers", 0)
     entry = {k: [str(p) for p in v] for k, v in (("submissions", submissions), ("comments", comments)) if v}
     requests = DumpIngestStage.expand_requests([entry])
-    stage = DumpIngestStage(DumpConfig(**config), run_dir)
-    sink = BucketSink(run_dir, stage.name, stage.outputs, stage.buckets())
-    try:
-        counters = stage.stream(requests, sink)
-        summary = sink.close(stage)
-    except BaseException:
-        sink.abort()
-        raise
-    return counters, summary
+    return stream_into_buckets(DumpIngestStage(DumpConfig(**config), run_dir), requests, run_dir)
 
 
 def by_id(table: pa.Table, key: str) -> dict[str, dict[str, Any]]:

@@ -34,7 +34,7 @@ from blift.errors import ConfigError, InvalidRecord
 from blift.ids import author_hash, unpack_raw
 from blift.pipeline import RunOptions, run_pipeline
 from blift.registry import load_stage
-from blift.runner.bucket_sink import BucketSink
+from blift.runner.bucket_sink import stream_into_buckets
 from blift.tables import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,15 +121,7 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
 def ingest(run: Path, specs: list[dict[str, Any]], base: Path, **config: Any) -> tuple[dict[str, int], dict]:
     """The stage as the runner drives it: resolve and expand the requests, stream into a sink, close."""
     requests = TableReadStage.expand_requests(TableReadStage.resolve_requests(specs, base))
-    stage = TableReadStage(TableReadConfig(**{**CONFIG, **config}), run)
-    sink = BucketSink(run, stage.name, stage.outputs, stage.buckets())
-    try:
-        counters = stage.stream(requests, sink)
-        summary = sink.close(stage)
-    except BaseException:
-        sink.abort()
-        raise
-    return counters, summary
+    return stream_into_buckets(TableReadStage(TableReadConfig(**{**CONFIG, **config}), run), requests, run)
 
 
 def tables(run: Path) -> dict[str, list[dict[str, Any]]]:

@@ -396,3 +396,16 @@ class BucketSink:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def stream_into_buckets(stage: StreamStage, requests: list[dict[str, Any]],
+                        run_dir: storage.RunPath | str) -> tuple[dict[str, int], dict[str, Any]]:
+    """Run a stream stage over its requests into a new sink and finish it: (the stage's counters,
+    the sink's summary). On any failure the sink is aborted, so no partial shard is left."""
+    sink = BucketSink(run_dir, stage.name, dict(stage.outputs), stage.buckets())
+    try:
+        counters = stage.stream(requests, sink)
+        return counters, sink.close(stage)
+    except BaseException:
+        sink.abort()
+        raise

@@ -185,7 +185,7 @@ def run_stage(entry: StageEntry, run_dir: RunPath, base: Path, variables: dict[s
 def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str], opts: RunOptions,
                 reporter: Reporter) -> tuple[StagePlan, dict[str, Any], list[ShardFailure]]:
     """A stream stage runs as one task over all its requests (it buckets its own output)."""
-    from blift.runner.bucket_sink import BucketSink
+    from blift.runner.bucket_sink import stream_into_buckets
 
     run_dir = run_path(spec.run_dir)
     if any(spec.outputs[d] != d for d in spec.outputs):
@@ -208,13 +208,7 @@ def _run_stream(stage_cls: type[StreamStage], spec: StageSpec, shards: list[str]
     requests = [row for s in shards
                 for row in tables.read_shard(input_path(run_dir, spec, "requests", s), "requests").to_pylist()]
     t0 = time.monotonic()
-    sink = BucketSink(run_dir, stage_cls.name, dict(stage_cls.outputs), stage.buckets())
-    try:
-        counters = stage.stream(requests, sink)
-        result = sink.close(stage)
-    except BaseException:
-        sink.abort()
-        raise
+    counters, result = stream_into_buckets(stage, requests, run_dir)
     summary = ShardSummary(
         shard=STREAM_SHARD,
         records_in=int(counters.get("in", 0)),

@@ -21,7 +21,7 @@ from blift.collect.reddit.client import (
 )
 from blift.errors import CredentialError, InvalidRecord, PermanentError, TransientError
 from blift.retry import RetriesExhausted, backoff_delay, call_with_retries
-from blift.stage import RecordStage
+from blift.stage import RecordStage, Stage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,8 +139,9 @@ def with_retries(fn: Callable[[], T], cfg: RedditClientConfig, what: str,
         raise last from last.__cause__
 
 
-class RedditStage(RecordStage):
-    """Shared: one praw client per worker, built in setup()."""
+class PrawStage(Stage):
+    """What every praw stage shares, record-level or shard-level: one praw client per worker,
+    built in setup(), and the credentials a cluster must forward to its workers."""
 
     Config: ClassVar[type[RedditClientConfig]] = RedditClientConfig
     forward_env: ClassVar[tuple[str, ...]] = ("REDDIT_",)  # credentials (see client.ENV_VARS)
@@ -155,3 +156,7 @@ class RedditStage(RecordStage):
 
     def describe(self) -> str:
         return f"{self.name} via praw at {describe_endpoint(self.config)}"  # type: ignore[arg-type]
+
+
+class RedditStage(PrawStage, RecordStage):
+    """A record-level praw stage (``reddit.list``, ``reddit.collect``)."""

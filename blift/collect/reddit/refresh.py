@@ -48,11 +48,11 @@ import orjson
 from pydantic import Field
 
 from blift.collect.fields import float_field, int_field
-from blift.collect.reddit.api import POST_ID, with_retries
-from blift.collect.reddit.client import RedditClientConfig, describe_endpoint, make_reddit
+from blift.collect.reddit.api import POST_ID, PrawStage, with_retries
+from blift.collect.reddit.client import RedditClientConfig, describe_endpoint
 from blift.errors import ErrorClass, InvalidRecord
 from blift.ids import canonical_json, now_utc, unpack_raw
-from blift.stage import RecordFailure, ShardInput, Stage, StageResult
+from blift.stage import RecordFailure, ShardInput, StageResult
 
 BEFORE_KEY = "blift_before_refresh"  # raw: the list of snapshots a row had before each refresh
 INFO_MAX = 100  # fullnames Reddit's /api/info answers in one call
@@ -64,7 +64,7 @@ class RedditRefreshConfig(RedditClientConfig):
                             description="fullnames per /api/info call (Reddit answers at most 100)")
 
 
-class RedditRefreshStage(Stage):
+class RedditRefreshStage(PrawStage):
     """items -> items_refreshed: known Reddit posts' current behavior, 100 posts per API call."""
 
     name: ClassVar[str] = "reddit.refresh"
@@ -73,15 +73,6 @@ class RedditRefreshStage(Stage):
     outputs: ClassVar[dict[str, str]] = {"items_refreshed": "items"}
     Config = RedditRefreshConfig
     resources: ClassVar[str] = "io"
-    forward_env: ClassVar[tuple[str, ...]] = ("REDDIT_",)  # credentials (see client.ENV_VARS)
-
-    def setup(self) -> None:
-        self.reddit = make_reddit(self.config)  # type: ignore[arg-type]
-
-    def _client(self) -> Any:
-        if getattr(self, "reddit", None) is None:
-            self.setup()
-        return self.reddit
 
     def describe(self) -> str:
         cfg: RedditRefreshConfig = self.config  # type: ignore[assignment]
