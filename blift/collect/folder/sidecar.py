@@ -41,7 +41,7 @@ from blift.errors import ConfigError
 
 KEY = "file"  # the ``columns:`` entry naming the join column
 JOINS = ("file_name", "relative_path")
-FROM_FILE = ("id", "media", "media_kind")  # what the file gives, never a sidecar column
+FROM_FILE = ("id", "id_pattern", "media", "media_kind")  # what the file gives, never a sidecar column
 FIELDS = tuple(name for name in ColumnMap.model_fields if name not in FROM_FILE)
 IMPLICIT = ("title", "text", "community", "created_at", "author")  # a column of that name is that field
 SOURCE = "folder"
