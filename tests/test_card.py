@@ -311,6 +311,7 @@ def test_behavior_summary_numbers_come_from_the_items(built):
     assert "| youtube | Channel 0 | 1 |" in body and "EarthPorn" in body
 
 
+@pytest.mark.slow
 def test_takedowns_are_listed_as_counts_and_contact_placeholder_until_set(built, tmp_path):
     _, out, _ = built
     copy = _copy_release(out, tmp_path / "rel")
@@ -348,6 +349,7 @@ def test_card_refuses_a_manifest_that_disagrees_with_the_files(built, tmp_path):
         render_card(copy)
 
 
+@pytest.mark.slow
 def test_custom_template_and_broken_template(built, tmp_path):
     _, out, _ = built
     copy = _copy_release(out, tmp_path / "rel")
@@ -367,6 +369,7 @@ def test_custom_template_and_broken_template(built, tmp_path):
         render_card(copy, template=typo)
 
 
+@pytest.mark.slow
 def test_languages_come_from_release_json_without_language_identification(built, tmp_path, monkeypatch):
     """The card names what the run's clean stage recorded; it never runs a language identifier."""
     from blift.models import langid
@@ -397,6 +400,7 @@ def test_languages_come_from_release_json_without_language_identification(built,
     assert "language" not in meta and "not recorded" in body
 
 
+@pytest.mark.slow
 def test_rendering_a_card_does_not_import_the_language_identifier(built):
     _, out, _ = built
     code = ("import sys; from blift.release.card import render_card; render_card(sys.argv[1]); "
@@ -443,6 +447,7 @@ def test_plots_are_left_out_without_data_and_stale_ones_removed(tmp_path):
     assert sorted(p.name for p in assets.iterdir()) == ["logo.png"]
 
 
+@pytest.mark.slow
 def test_real_takedown_rerenders_the_card_with_counts_and_no_ids(built, tmp_path):
     """`blift.release.takedown` re-renders the card: the removed video's plot and uid leave, counts stay."""
     from blift.release.takedown import takedown

@@ -34,6 +34,7 @@ def test_dry_run_lists_the_stages_without_running(tmp_path):
     assert not (tmp_path / "r" / "items").exists()
 
 
+@pytest.mark.slow
 def test_stage_alone_then_stats(tmp_path, monkeypatch):
     monkeypatch.setenv("BLIFT_STAGES", TOY_STAGES)
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))

@@ -121,6 +121,7 @@ def test_ray_forwards_credentials_only_for_stages_that_declare_them():
     assert forwarded_env({**env, "BLIFT_RAY_ENV": "TOY_X"})["TOY_X"] == "1"
 
 
+@pytest.mark.slow
 def test_a_third_party_package_adds_a_stage_by_installing_itself(tmp_path):
     """A distribution on the path whose metadata declares a ``blift.stages`` entry point: its
     stage runs from a pipeline with no BLIFT_STAGES and no change to blift."""

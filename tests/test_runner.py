@@ -47,6 +47,7 @@ def test_rerun_skips_finished_shards_and_config_change_redoes(tmp_path):
     assert len(titles) == 27 and all(t.endswith("!") for t in titles)
 
 
+@pytest.mark.slow
 def test_a_shard_written_before_its_stage_gained_an_output_is_redone(tmp_path):
     """No version bump for a new output (the old ones did not change): the manifests that do not
     list it are what make those shards run again."""

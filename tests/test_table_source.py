@@ -502,6 +502,7 @@ def test_a_rerun_skips_the_finished_stream_and_a_changed_table_is_read_again(tmp
     assert third.plans[0].skipped == [] and read_dataset(run / "items", "items").num_rows == 4
 
 
+@pytest.mark.slow
 def test_local_images_and_a_video_are_stored_once_and_media_download_checks_them(tmp_path: Path):
     from video_factory import Segment, make_video, require_tools
 
