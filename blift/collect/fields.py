@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from blift.errors import InvalidRecord
+from blift.errors import ConfigError, InvalidRecord
 
 
 def int_field(data: dict[str, Any], field: str, where: str) -> int | None:
@@ -43,6 +43,11 @@ def relative_folder(value: str, what: str = "store") -> str:
     if not value or rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"{what} must be a relative folder inside the run folder, got {value!r}")
     return value
+
+
+def request_error(index: int, field: str, message: str, prefix: str = "") -> ConfigError:
+    """A bad entry of a pipeline's ``requests:`` list, named by its index and field."""
+    return ConfigError(f"{prefix}requests[{index}]: field {field!r}: {message}")
 
 
 def request_spec(key: str, payload: Any) -> tuple[str | None, Any]:

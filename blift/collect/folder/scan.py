@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from blift.collect.fields import relative_folder, request_spec
+from blift.collect.fields import relative_folder, request_error, request_spec
 from blift.collect.folder import sidecar as sc
 from blift.collect.folder.listing import (
     Entry,
@@ -97,8 +97,7 @@ FAILURES: dict[ErrorClass, type[RecordError]] = {ErrorClass.INVALID: InvalidReco
                                                   ErrorClass.TRANSIENT: TransientError}
 
 
-def _fail(index: int, field: str, message: str) -> ConfigError:
-    return ConfigError(f"requests[{index}]: field {field!r}: {message}")
+_fail = request_error
 
 
 def _patterns(entry: dict[str, Any], index: int, field: str) -> list[str]:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from blift.collect.fields import request_spec
+from blift.collect.fields import request_error, request_spec
 from blift.collect.reddit.api import POST_ID, RedditStage, with_retries
 from blift.collect.reddit.client import RedditClientConfig
 from blift.collect.reddit.rows import REDDIT
@@ -33,8 +33,7 @@ _SUBREDDIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$")
 # Request expansion
 
 
-def _fail(index: int, field: str, message: str) -> ConfigError:
-    return ConfigError(f"requests[{index}]: field {field!r}: {message}")
+_fail = request_error
 
 
 def parse_post_ref(ref: Any, index: int, field: str = "posts", where: str = "") -> str:

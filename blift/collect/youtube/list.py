@@ -6,13 +6,14 @@ A request is a URL list (or a file of URLs), a playlist, a channel, or a folder 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 
-from blift.collect.fields import request_spec
+from blift.collect.fields import request_error, request_spec
 from blift.collect.youtube.client import (
     WATCH_URL,
     YOUTUBE_IE,
@@ -43,8 +44,7 @@ MAX_LISTING = 5000
 # Request expansion
 
 
-def _fail(index: int, field: str, message: str) -> ConfigError:
-    return ConfigError(f"youtube.list: requests[{index}]: field {field!r}: {message}")
+_fail = functools.partial(request_error, prefix="youtube.list: ")
 
 
 def _check_url(value: Any, index: int, field: str) -> str:
