@@ -96,6 +96,27 @@ class TableSchema:
     key: str
     columns: tuple[dict[str, Any], ...]
     arrow: pa.Schema
+    #: oldest version whose files this blift still reads: the versions since then only added
+    #: nullable columns (each marked ``since: N``), which an older file gets as nulls.
+    reads_from: int = 0
+
+    def added_after(self, version: int) -> list[str]:
+        """Columns a file written at ``version`` lacks (added by a later, additive version)."""
+        return [c["name"] for c in self.columns if int(c.get("since", 1)) > version]
+
+    def upgrade(self, table: pa.Table, version: int) -> pa.Table:
+        """A table read from a file of an older, readable ``version``: the columns added since
+        are appended as nulls, in schema order (a file of this version is returned as is)."""
+        if version == self.version:
+            return table
+        for name in self.added_after(version):
+            if name not in table.column_names:
+                fld = self.arrow.field(name)
+                table = table.append_column(fld, pa.nulls(table.num_rows, fld.type))
+        order = [n for n in self.arrow.names if n in table.column_names]
+        order += [n for n in table.column_names if n not in self.arrow.names]
+        return table.select(order).replace_schema_metadata({**(table.schema.metadata or {}),
+                                                            **(self.arrow.metadata or {})})
 
     def column_doc(self, name: str) -> str:
         for col in self.columns:
@@ -188,10 +209,19 @@ def _load(path: Path) -> TableSchema:
     try:
         spec = yaml.safe_load(path.read_text())
         fields = []
+        version = int(spec["version"])
         for col in spec["columns"]:
+            since = int(col.get("since", 1))
+            if since > 1 and (col.get("nullable", True) is False or since > version):
+                raise SchemaError(f"{path}: column {col['name']!r}: since {since} needs a nullable column "
+                                  f"added by a version <= {version}")
             fields.append(pa.field(col["name"], parse_type(col["type"]), nullable=col.get("nullable", True)))
         meta = {META_NAME: spec["name"].encode(), META_VERSION: str(spec["version"]).encode()}
+        reads_from = int(spec.get("reads_from", version))
+        if not 1 <= reads_from <= version:
+            raise SchemaError(f"{path}: reads_from {reads_from} must be between 1 and version {version}")
         return TableSchema(
+            reads_from=reads_from,
             name=spec["name"],
             version=int(spec["version"]),
             description=spec.get("description", ""),
@@ -215,16 +245,28 @@ def get(name: str) -> TableSchema:
         raise SchemaError(f"unknown table schema {name!r}; known: {sorted(all_schemas())}") from None
 
 
+def file_version(metadata: dict[bytes, bytes] | None) -> int | None:
+    """The schema version stamped in a shard's metadata (None: no stamp)."""
+    if not metadata or META_VERSION not in metadata:
+        return None
+    return int(metadata[META_VERSION].decode())
+
+
 def schema_of_file_metadata(metadata: dict[bytes, bytes] | None, *, where: str) -> TableSchema:
-    """The schema a shard was written with; refuses unknown names and versions."""
+    """The schema a shard was written with; refuses unknown names and versions.
+
+    An older version is accepted when every version since it only added nullable columns
+    (the schema file's ``reads_from``); :meth:`TableSchema.upgrade` then fills them with nulls.
+    """
     if not metadata or META_NAME not in metadata:
         raise SchemaError(f"{where}: no blift schema stamp in the Parquet metadata")
     name = metadata[META_NAME].decode()
     version = int(metadata[META_VERSION].decode())
     schema = get(name)
-    if version != schema.version:
+    if not schema.reads_from <= version <= schema.version:
         raise SchemaError(
-            f"{where}: written with schema {name!r} v{version}, this blift knows v{schema.version}; "
+            f"{where}: written with schema {name!r} v{version}, this blift reads v{schema.reads_from}"
+            f"{'' if schema.reads_from == schema.version else f'..v{schema.version}'}; "
             f"re-run the stage or use a matching blift version"
         )
     return schema

@@ -100,6 +100,7 @@ def read_shard(path: RunPath, expected: str | None = None) -> pa.Table:
     schema = schemas.schema_of_file_metadata(table.schema.metadata, where=str(path))
     if expected is not None and schema.name != expected:
         raise SchemaError(f"{path}: holds table {schema.name!r}, expected {expected!r}")
+    table = schema.upgrade(table, schemas.file_version(table.schema.metadata) or schema.version)
     meta = table.schema.metadata or {}
     omitted = meta.get(schemas.META_OMITTED, b"").decode()
     # A release shard may carry columns the release adds (named in its metadata); the table's
