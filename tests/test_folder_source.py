@@ -582,8 +582,10 @@ SENTENCES = [
 
 @pytest.mark.slow
 def test_the_local_folder_pipeline_end_to_end(tmp_path: Path):
-    """pipelines/local-folder.yaml on two ffmpeg-made videos (one speaking) and a PNG: stored,
-    probed, cut into scenes, transcribed, described; instruct drops local items, counted."""
+    """pipelines/local-folder.yaml on two ffmpeg-made videos (one speaking) and a PNG, with a
+    sidecar CSV of likes: stored, probed, cut into scenes, transcribed, described, and turned into
+    behavior records (likes) beside their content controls; the PNG without a sidecar row has no
+    behavior and is dropped, counted."""
     from video_factory import Segment, make_video, require_tools
 
     require_tools("ffmpeg", "espeak-ng")
@@ -598,6 +600,10 @@ def test_the_local_folder_pipeline_end_to_end(tmp_path: Path):
     pipeline = yaml.safe_load((ROOT / "pipelines" / "local-folder.yaml").read_text())
     stages = {s["stage"]: s for s in pipeline["stages"]}
     assert stages["folder.scan"]["requests"] == [{"folder": "../my-media"}]  # the placeholder users edit
+    (tmp_path / "my-media.csv").write_text("relative_path,title,like_count\n"
+                                           "talks/talk.mp4,Weather talk,120\ncuts.mp4,Three cuts,7\n")
+    stages["folder.scan"]["requests"] = [{"folder": "../my-media", "sidecar": "../my-media.csv",
+                                          "join": "relative_path"}]
     stages["asr"]["config"].update(model="tiny.en", device="cpu", cpu_threads=2)
     stages["attributes"]["config"] = {"ocr": False}
     (tmp_path / "pipelines").mkdir()
@@ -634,5 +640,15 @@ def test_the_local_folder_pipeline_end_to_end(tmp_path: Path):
     stats = json.loads((run / "stats.json").read_text())["stages"]
     assert stats["folder.scan"]["dropped"] == {"not_media": 1}
     assert stats["caption"]["counters"]["skipped_no_model"] == 1 + len(scenes)
-    # instruct's templates are Reddit's and YouTube's today (issue 14 part 5): dropped, counted
-    assert stats["instruct"]["dropped"] == {"other_platform": 3}
+    # the generic templates say the likes the sidecar gave; the poster has none: dropped, counted
+    assert stats["instruct"]["dropped"] == {"no_behavior": 1}
+    records = {r["id"]: r for r in tables.read_dataset(run / "instructions", "instructions").to_pylist()}
+    assert set(records) == {f"{uid}:{task}" for uid in ("local:talks/talk.mp4", "local:cuts.mp4")
+                            for task in ("behavior", "content")}
+    talk = records["local:talks/talk.mp4:behavior"]
+    human, answer = (t["value"] for t in talk["conversations"])
+    assert talk["template"] == "generic_video_behavior" and answer == "Likes: 120"
+    assert 'Its title is "Weather talk".' in human and "weather" in human.lower().split("scene 1", 1)[1]
+    assert talk["behavior"][0]["name"] == "like_count" and talk["behavior"][0]["value"] == 120.0
+    assert records["local:cuts.mp4:behavior"]["conversations"][1]["value"] == "Likes: 7"
+    assert records["local:cuts.mp4:content"]["targets"] is None

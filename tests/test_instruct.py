@@ -193,7 +193,7 @@ def test_other_drop_reasons_and_paired_tasks(tmp_path):
     comments += [comment(i["uid"], "c", 1, "hi") for i in items[1:]]
     media_rows = [media(i["uid"]) for i in items]
     attr_rows = [attrs(i["uid"]) for i in items if i["uid"] != "reddit:noattr"]
-    result = run_stage(tmp_path, items, comments, media_rows, attr_rows, tasks=["content"])
+    result = run_stage(tmp_path, items, comments, media_rows, attr_rows, tasks=["content"], fallback_generic=False)
     reasons = {d["uid"]: d["reason"] for d in result.dropped}
     assert reasons == {"reddit:few": "few_comments", "reddit:noattr": "no_attributes",
                        "reddit:noscore": "no_score", "reddit:text": "not_image", "reddit:yt": "other_platform"}
@@ -391,3 +391,67 @@ def test_editing_a_template_changes_the_config_hash(tmp_path):
     assert stage_config_hash(InstructStage, cfg) == before
     tpl.write_text(tpl.read_text().replace("How did the audience", "How did the readers"))
     assert stage_config_hash(InstructStage, cfg) != before
+
+
+# ---------------------------------------------------------------- any source: the generic templates
+
+
+def behavior_row(uid: str, name: str, value: float | None, kind: str, scale: tuple[float, float] | None = None):
+    return {"uid": uid, "name": name, "value": value, "kind": kind, "collected_at": T0,
+            "scale_min": scale[0] if scale else None, "scale_max": scale[1] if scale else None}
+
+
+def test_any_source_says_whatever_behavior_it_has(tmp_path):
+    """A table source's item with named values (a count, a ratio, a score on its scale), a BLIFT
+    post without a score (comment count and comments only), an item with no behavior at all."""
+    items = [item("ads:1", platform="ads", community=None, title="Summer sale", score=None, upvote_ratio=None,
+                  num_comments=None, like_count=4321),
+             item("reddit:blift", score=None, upvote_ratio=None, num_comments=3),
+             item("ads:nothing", platform="ads", score=None, upvote_ratio=None, num_comments=None)]
+    behavior = [behavior_row("ads:1", "likes", 4321.0, "count"), behavior_row("ads:1", "ctr", 0.03249, "ratio"),
+                behavior_row("ads:1", "memorability", 0.8125, "score", (0.0, 1.0)),
+                behavior_row("ads:1", "shares", None, "count")]  # a null value is left out
+    comments = [comment("reddit:blift", "a", None, "first published comment"),
+                comment("reddit:blift", "b", None, "second one")]
+    tabs = shard(items, comments, [media(i["uid"]) for i in items], [attrs(i["uid"]) for i in items], tmp_path)
+    tabs.tables["behavior"] = schemas.get("behavior").from_rows(behavior)
+    stage = InstructStage(InstructStage.Config(), tmp_path)
+    stage.setup()
+    result = stage.process(tabs)
+    recs = by_id(result)
+    assert set(recs) == {"ads:1:behavior", "ads:1:content", "reddit:blift:behavior", "reddit:blift:content"}
+    assert {d["uid"]: d["reason"] for d in result.dropped} == {"ads:nothing": "no_behavior"}
+    ad = recs["ads:1:behavior"]
+    assert ad["template"] == "generic_image_behavior" and ad["platform"] == "ads"
+    human, answer = (t["value"] for t in ad["conversations"])
+    assert "This image was shared on ads." in human and 'Its title is "Summer sale".' in human
+    assert "It was posted in" not in human  # no community: the line is left out
+    assert "Give the likes, the click-through rate and the memorability." in human
+    assert answer == "Likes: 4321\nClick-through rate: 3.2%\nMemorability: 0.8125 on a scale of 0 to 1"
+    assert ad["behavior"] == [
+        {"name": "likes", "kind": "count", "value": 4321.0, "scale_min": None, "scale_max": None},
+        {"name": "ctr", "kind": "ratio", "value": 0.03249, "scale_min": None, "scale_max": None},
+        {"name": "memorability", "kind": "score", "value": 0.8125, "scale_min": 0.0, "scale_max": 1.0}]
+    assert ad["targets"]["like_count"] == 4321 and ad["targets"]["score"] is None
+    # the control beside it: same context, no behavior anywhere
+    content = recs["ads:1:content"]
+    assert content["targets"] is None and content["behavior"] is None
+    assert content["conversations"][0]["value"].split("\n")[:3] == human.split("\n")[:3]
+    assert "4321" not in str(content["conversations"])
+    # the published BLIFT: what is known (comment count, comments), not dropped for having no score
+    post = recs["reddit:blift:behavior"]
+    human, answer = (t["value"] for t in post["conversations"])
+    assert "This image was shared on Reddit." in human and "It was posted in r/EarthPorn." in human
+    assert answer == "Number of comments: 3\nTop comments:\n1. first published comment\n2. second one"
+    assert post["targets"]["num_comments"] == 3 and post["targets"]["comments"] == [
+        "first published comment", "second one"]
+    assert result.counters["generic_records"] == 2
+    for rec in recs.values():
+        assert validate_record(rec) == []
+    schemas.get("instructions").from_rows(list(recs.values()))
+
+
+def test_platform_records_keep_their_wording_and_gain_typed_named_values(tmp_path, basic):
+    rec = by_id(basic)["reddit:abc:behavior"]
+    assert rec["template"] == "reddit_image_behavior"
+    assert [v["name"] for v in rec["behavior"]] == ["score", "upvote_ratio", "num_comments"]

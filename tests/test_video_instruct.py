@@ -347,7 +347,8 @@ def test_drop_reasons_and_pairing(tmp_path):
         "youtube:nolikes": {"item": {"like_count": None}},
         "youtube:fewcomments": {"comments": [yt_comment("youtube:fewcomments", "c", 1, "[deleted]"),
                                              yt_comment("youtube:fewcomments", "d", 9, "reply", depth=1)]},
-        "reddit:vid": {"item": {"platform": "reddit"}},
+        "reddit:vid": {"item": {"platform": "reddit"}},  # a Reddit video post needs a score
+        "myforum:vid": {"item": {"platform": "myforum"}},
     }
     for uid, case in cases.items():
         rows["items_clean"].append(yt_item(uid, **case.get("item", {})))
@@ -359,11 +360,12 @@ def test_drop_reasons_and_pairing(tmp_path):
         if case.get("scenes", True):
             rows["scenes"].extend(yt_scenes(uid))
         rows["comments_clean"].extend(case.get("comments", [yt_comment(uid, "c", 3, "nice video")]))
-    result = run_video(tmp_path, tasks=["content"])(**rows)
+    result = run_video(tmp_path, tasks=["content"], fallback_generic=False)(**rows)
     reasons = {d["uid"]: d["reason"] for d in result.dropped}
     assert reasons == {"youtube:nomedia": "no_media", "youtube:failed": "no_media", "youtube:noscenes": "no_scenes",
                        "youtube:noviews": "no_views", "youtube:nolikes": "no_likes",
-                       "youtube:fewcomments": "few_comments", "reddit:vid": "other_platform"}
+                       "youtube:fewcomments": "few_comments", "reddit:vid": "no_score",
+                       "myforum:vid": "other_platform"}
     detail = {d["uid"]: d["detail"] for d in result.dropped}
     assert "too_large" in detail["youtube:failed"] and "file_status skipped" in detail["youtube:failed"]
     # content-only run, yet the few-comments video gets no content record: both tasks cover the same videos
@@ -541,8 +543,8 @@ def test_validate_catches_broken_video_targets(tmp_path):
         "distinct": {**t, "most_replayed_scenes": [1, 1]},
         "outside 0..1": {**t, "scene_replay": [1.5, 0.2, 0.1], "most_replayed_scenes": [0, 1, 2]},
         "without view_count": {**t, "view_count": None},
-        "Reddit targets": {**t, "score": 3},
         "without scene_replay": {**t, "scene_replay": None},
+        "out of range": {**t, "like_ratio": None, "like_count": -1},
     }
     for message, targets in cases.items():
         problems = validate_record({**rec, "targets": targets})
@@ -550,6 +552,10 @@ def test_validate_catches_broken_video_targets(tmp_path):
     assert any("expected one" in p for p in validate_record({**rec, "media": ["a.npy", "b.npy"]}))
     image = {**rec, "media_kind": "image"}
     assert any("scene replay" in p for p in validate_record(image))
+    # a video record of any source may state a score (an r/videos post) but must state something
+    assert validate_record({**rec, "targets": {**t, "score": 3}}) == []
+    empty = {f: None for f in t}
+    assert any("states no behavior" in p for p in validate_record({**rec, "targets": empty, "behavior": None}))
 
 
 # ---------------------------------------------------------------- through the runner
@@ -583,3 +589,67 @@ def test_instruct_stage_through_the_runner_mixes_images_and_videos(tmp_path):
     stats = json.loads((run_dir / "stats.json").read_text())["stages"]["instruct"]
     assert stats["counters"]["budget_transcript_shortened"] == 1
     assert stats["counters"]["video_media_file"] == 1 and stats["out"]["instructions"] == 4
+
+
+# ---------------------------------------------------------------- Reddit videos and any source
+
+
+def test_reddit_video_post_carries_reddit_behavior_and_the_linked_videos_replay(tmp_path):
+    """An r/videos post linking a YouTube video: Reddit's score, ratio and comments; the video's own
+    counts and most-replayed graph from its ``videos`` row (what the YouTube link step writes)."""
+    uid = "reddit:rv1"
+    rows = full_video(uid, platform="reddit", community="videos", score=4321, upvote_ratio=0.97, num_comments=88,
+                      view_count=None, like_count=None, comment_count=None, subscriber_count=None, heatmap=None)
+    rows["comments_clean"] = [yt_comment(uid, "a", None, "best thing today", platform="reddit", score=12),
+                              yt_comment(uid, "b", None, "the ending", platform="reddit", score=40)]
+    rows["videos"] = [{"uid": uid, "file_status": "ok", "duration_s": 10.0, "view_count": 150000,
+                       "like_count": 3000, "heatmap": bins(HEATMAP)}]
+    result = run_video(tmp_path)(**rows)
+    assert result.dropped == [] and result.errors == []
+    recs = by_id(result)
+    beh = recs[f"{uid}:behavior"]
+    assert beh["template"] == "reddit_video_behavior" and recs[f"{uid}:content"]["template"] == "reddit_video_content"
+    human, answer = (t["value"] for t in beh["conversations"])
+    assert human.startswith('<image>\nThis video was posted on the subreddit r/videos with the title')
+    assert "Scene 1 (0:00-0:02)" in human
+    assert answer.split("\n")[:5] == ["Upvotes: 4321", "Upvote ratio: 97%", "Number of comments: 88",
+                                      "Views of the video: 150000", "Likes of the video: 3000"]
+    assert "Replay value per scene: Scene 1: 0.32, Scene 2: 0.37, Scene 3: 0.31" in answer
+    assert answer.endswith("Top comments, ranked by score:\n1. the ending\n2. best thing today")
+    t = beh["targets"]
+    assert t["score"] == 4321 and t["view_count"] == 150000 and t["like_ratio"] == pytest.approx(0.02)
+    assert t["scene_replay"] == approx([0.32, 1.3 / 3.5, 0.3125]) and t["most_replayed_scenes"][0] == 1
+    assert t["comment_scores"] == [40, 12]
+
+
+def test_any_source_video_says_its_named_values_and_hidden_likes_fall_back(tmp_path):
+    """A video from a folder with a sidecar of likes (no heatmap, no comments), and a YouTube video
+    whose likes are hidden: both get generic records instead of being dropped."""
+    local = full_video("local:clips/cat.mp4", platform="local", community=None, title=None, view_count=None,
+                       like_count=120, comment_count=None, subscriber_count=None, heatmap=None)
+    local["comments_clean"] = []
+    hidden = full_video("youtube:hid", like_count=None)
+    rows = {k: local.get(k, []) + hidden.get(k, []) for k in set(local) | set(hidden)}
+    rows["behavior"] = [{"uid": "local:clips/cat.mp4", "name": "likes", "value": 120.0, "kind": "count",
+                         "collected_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}]
+    result = run_video(tmp_path, top_k_comments=2)(**rows)
+    assert result.dropped == [] and result.errors == []
+    recs = by_id(result)
+    cat = recs["local:clips/cat.mp4:behavior"]
+    assert cat["template"] == "generic_video_behavior"
+    human, answer = (t["value"] for t in cat["conversations"])
+    assert human.startswith("<image>\nThis video was shared on a local collection.\nScene-by-scene description")
+    assert human.endswith("How did its audience react to it? Give the likes.")
+    assert answer == "Likes: 120"
+    assert cat["behavior"] == [{"name": "likes", "kind": "count", "value": 120.0, "scale_min": None,
+                                "scale_max": None}]
+    assert recs["local:clips/cat.mp4:content"]["template"] == "generic_video_content"
+    yt = recs["youtube:hid:behavior"]
+    assert yt["template"] == "generic_video_behavior"
+    human, answer = (t["value"] for t in yt["conversations"])
+    assert "This video was shared on YouTube.\nIt was posted in Some Channel." in human
+    assert "Give the views, the number of comments, the replay value of each scene and the top comments." in human
+    assert answer.startswith("Views: 10000\nNumber of comments: 12\nReplay value per scene: Scene 1: 0.32")
+    assert answer.endswith("Top comments:\n1. fifty likes\n2. seven likes")
+    assert yt["targets"]["like_count"] is None and yt["targets"]["view_count"] == 10000
+    assert result.counters["generic_records"] == 2

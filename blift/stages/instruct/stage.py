@@ -34,9 +34,19 @@ Choices (the paper does not say):
   (``scene`` null): its caption and keywords join the description. Without one there is no
   caption text (``attributes.caption`` is used only if some older run filled it).
 
-Drop reasons (rows of ``dropped``, table ``items``): ``not_image``, ``other_platform`` (the
-templates for this media kind are for another platform), ``no_media``, ``no_attributes``,
-``no_score``, ``few_comments``; videos add theirs (see :mod:`blift.stages.instruct.video_records`). A
+**Any source.** Templates are picked per item by platform and media kind: the platform pairs
+(Reddit images, Reddit video posts, YouTube videos) take items of their platform that have the
+behavior they state; every other item (a table or folder source, a Reddit post without a score
+such as the published BLIFT corpus, a video whose likes are hidden) takes the generic pair
+(``generic_image_*`` / ``generic_video_*``), which states whatever the item has
+(:mod:`blift.stages.instruct.behavior_values`): named values by their meaning, replay per scene,
+top comments. Each behavior record also carries its named values typed (``instructions.behavior``).
+``fallback_generic: false`` drops such items instead (``other_platform``, ``no_score``, ...).
+
+Drop reasons (rows of ``dropped``, table ``items``): ``not_image``, ``other_platform`` (only
+with ``fallback_generic: false``), ``no_media``, ``no_attributes``, ``no_score`` (idem),
+``few_comments``, ``no_behavior`` (a generic item with no value and no comment); videos add
+theirs (see :mod:`blift.stages.instruct.video_records`). A
 record whose non-optional template value is missing (e.g. no title) becomes an ``invalid``
 error row. Secondary inputs that a pipeline does not produce (videos, scenes, transcripts,
 captions, frames) are read as empty tables by the runner.
@@ -55,6 +65,12 @@ from blift import schemas
 from blift.errors import ConfigError, ErrorClass, InvalidRecord
 from blift.ids import split_of
 from blift.stage import RecordFailure, ShardInput, Stage, StageConfig, StageResult
+from blift.stages.instruct.behavior_values import (
+    NamedValue,
+    asked_for,
+    behavior_lines,
+    named_values,
+)
 from blift.stages.instruct.scene_behavior import scene_behavior_rows
 from blift.stages.instruct.templates import (
     MissingValue,
@@ -69,9 +85,15 @@ from blift.stages.instruct.verbalize import (
     format_count,
     format_ratio,
     shorten,
+    source_context,
+    subreddit_name,
     tidy,
 )
 from blift.stages.instruct.video_records import (
+    GENERIC_VIDEO_BEHAVIOR_VALUES,
+    GENERIC_VIDEO_CONTENT_VALUES,
+    REDDIT_VIDEO_BEHAVIOR_VALUES,
+    REDDIT_VIDEO_CONTENT_VALUES,
     VIDEO_BEHAVIOR_VALUES,
     VIDEO_CONTENT_VALUES,
     VideoRecords,
@@ -82,13 +104,19 @@ from blift.stages.instruct.video_records import (
 #: a content template that asks for a score fails at setup, naming its file.
 CONTENT_VALUES = frozenset({"subreddit", "title", "image_description"})
 BEHAVIOR_VALUES = CONTENT_VALUES | {"score", "upvote_ratio", "num_comments", "comments", "num_listed"}
+GENERIC_CONTENT_VALUES = frozenset({"source", "community", "title", "image_description"})
+GENERIC_BEHAVIOR_VALUES = GENERIC_CONTENT_VALUES | {"asked", "behavior", "comments_block", "num_listed"}
+ANY_PLATFORM = "any"
 IMAGE_KINDS = ("image", "gallery")
 _MOD_DISTINCTIONS = ("moderator", "admin", "special")
-_ITEM_COLUMNS = ("uid", "platform", "media_kind", "title", "community", "score", "upvote_ratio", "num_comments",
-                 "collected_at", "view_count", "like_count", "comment_count", "subscriber_count", "heatmap")
+_ITEM_COLUMNS = ("uid", "platform", "media_kind", "title", "text", "community", "score", "upvote_ratio",
+                 "num_comments", "collected_at", "view_count", "like_count", "comment_count", "subscriber_count",
+                 "heatmap")
 _MEDIA_COLUMNS = ("uid", "index", "status", "reason", "path", "mime", "width", "height", "duration_s", "has_audio")
 _COMMENT_COLUMNS = ("uid", "comment_id", "depth", "text", "score", "like_count", "stickied", "distinguished")
-_VIDEO_COLUMNS = ("uid", "duration_s", "channel_name", "file_status", "file_reason", "file_error")
+_VIDEO_COLUMNS = ("uid", "duration_s", "channel_name", "file_status", "file_reason", "file_error", "view_count",
+                  "like_count", "comment_count", "heatmap")
+_BEHAVIOR_COLUMNS = ("uid", "name", "value", "kind", "scale_min", "scale_max")
 _TRANSCRIPT_COLUMNS = ("uid", "media_index", "status", "segments")
 _CAPTION_COLUMNS = ("uid", "media_index", "scene", "caption", "keywords")
 _GONE = {"[deleted]", "[removed]"}
@@ -114,6 +142,17 @@ class InstructConfig(StageConfig):
     tokenizer: str | None = Field(None, description=(
         "count tokens with this local tokenizer (folder or cached name, loaded offline); "
         "default: a documented LLaMA-like estimate"))
+    reddit_video_behavior_template: str = "reddit_video_behavior"
+    reddit_video_content_template: str = "reddit_video_content"
+    generic_image_behavior_template: str = "generic_image_behavior"
+    generic_image_content_template: str = "generic_image_content"
+    generic_video_behavior_template: str = "generic_video_behavior"
+    generic_video_content_template: str = "generic_video_content"
+    fallback_generic: bool = Field(True, description=(
+        "an item of another platform than the platform templates', or one without the behavior they "
+        "state (a Reddit post without a score, a video whose likes are hidden), gets the generic "
+        "templates' records, which say whatever behavior is known; false: dropped (other_platform, "
+        "no_score, no_views, no_likes)"))
     most_replayed_k: int = Field(3, ge=1, description="video records: how many most replayed scenes to name")
     require_heatmap: bool = Field(False, description="video records: drop videos without a heatmap (no_heatmap)")
 
@@ -131,14 +170,6 @@ class InstructConfig(StageConfig):
         return self
 
 
-def _subreddit(community: Any) -> str | None:
-    name = tidy(community)
-    for prefix in ("/r/", "r/"):
-        if name.lower().startswith(prefix):
-            name = name[len(prefix):]
-    return name or None
-
-
 def _score_key(comment: dict[str, Any], field: str = "score") -> tuple[int, int, str]:
     score = comment.get(field)
     return (score is None, -(score or 0), str(comment["comment_id"]))
@@ -146,10 +177,10 @@ def _score_key(comment: dict[str, Any], field: str = "score") -> tuple[int, int,
 
 class InstructStage(Stage):
     name = "instruct"
-    version = 2  # v2: video records; image captions from the captions table
+    version = 3  # v2: video records; image captions from the captions table; v3: any source (generic templates)
     inputs = {"items_clean": "items", "comments_clean": "comments", "media": "media", "attributes": "attributes",
               "videos": "videos", "scenes": "scenes", "transcripts": "transcripts", "captions": "captions",
-              "frames": "frames"}
+              "frames": "frames", "behavior": "behavior"}
     outputs = {"instructions": "instructions", "scene_behavior": "scene_behavior"}
     resources = "cpu"
     Config = InstructConfig
@@ -162,13 +193,18 @@ class InstructStage(Stage):
         tokenizer that the video token budget counts with."""
         assert isinstance(config, InstructConfig)
         refs = (config.behavior_template, config.content_template, config.video_behavior_template,
-                config.video_content_template)
+                config.video_content_template, config.reddit_video_behavior_template,
+                config.reddit_video_content_template, config.generic_image_behavior_template,
+                config.generic_image_content_template, config.generic_video_behavior_template,
+                config.generic_video_content_template)
         out: dict[str, Any] = {ref: hashlib.sha256(template_path(ref)[0].read_bytes()).hexdigest()[:16] for ref in refs}
         out["tokenizer"] = tokenizer_fingerprint(config.tokenizer)
         return out
 
-    def _load(self, slots: tuple[tuple[str, str, str, frozenset[str]], ...], media_kind: str) -> dict[str, Template]:
-        """The templates of one media kind, checked against their slot, kind and values."""
+    def _load(self, slots: tuple[tuple[str, str, str, frozenset[str]], ...], media_kind: str,
+              platform: str | None = None) -> dict[str, Template]:
+        """The templates of one media kind, checked against their slot, kind, values and, when
+        given, platform (``any`` for the generic ones)."""
         loaded: dict[str, Template] = {}
         for task, slot, ref, provided in slots:
             if task not in self.config.tasks:
@@ -179,6 +215,12 @@ class InstructStage(Stage):
             if template.media_kind != media_kind:
                 raise ConfigError(f"{template.path}: media_kind {template.media_kind!r}, configured as {slot} "
                                   f"(which needs a {media_kind} template)")
+            if platform is not None and template.platform != platform:
+                raise ConfigError(f"{template.path}: platform {template.platform!r}, configured as {slot} "
+                                  f"(which needs a {platform!r} template)")
+            if platform is None and template.platform == ANY_PLATFORM:
+                raise ConfigError(f"{template.path}: a generic (platform any) template, configured as {slot}; "
+                                  f"generic templates go in the generic_* slots")
             template.check_provides(provided)
             loaded[task] = template
         platforms = {t.platform for t in loaded.values()}
@@ -194,19 +236,44 @@ class InstructStage(Stage):
             ("content", "content_template", cfg.content_template, CONTENT_VALUES),
         ), "image")
         self.platform = next(iter(self.templates.values())).platform
+        self.generic_templates: dict[str, Template] = self._load((
+            ("behavior", "generic_image_behavior_template", cfg.generic_image_behavior_template,
+             GENERIC_BEHAVIOR_VALUES),
+            ("content", "generic_image_content_template", cfg.generic_image_content_template, GENERIC_CONTENT_VALUES),
+        ), "image", ANY_PLATFORM)
         self.video_templates: dict[str, Template] = self._load((
             ("behavior", "video_behavior_template", cfg.video_behavior_template, VIDEO_BEHAVIOR_VALUES),
             ("content", "video_content_template", cfg.video_content_template, VIDEO_CONTENT_VALUES),
         ), "video")
+        reddit_video = self._load((
+            ("behavior", "reddit_video_behavior_template", cfg.reddit_video_behavior_template,
+             REDDIT_VIDEO_BEHAVIOR_VALUES),
+            ("content", "reddit_video_content_template", cfg.reddit_video_content_template,
+             REDDIT_VIDEO_CONTENT_VALUES),
+        ), "video", "reddit")
+        generic_video = self._load((
+            ("behavior", "generic_video_behavior_template", cfg.generic_video_behavior_template,
+             GENERIC_VIDEO_BEHAVIOR_VALUES),
+            ("content", "generic_video_content_template", cfg.generic_video_content_template,
+             GENERIC_VIDEO_CONTENT_VALUES),
+        ), "video", ANY_PLATFORM)
+        video_platform = next(iter(self.video_templates.values())).platform
+        if video_platform == "reddit":
+            raise ConfigError("video_behavior_template / video_content_template are Reddit templates; Reddit "
+                              "video templates go in reddit_video_behavior_template / reddit_video_content_template")
         self.counter = make_counter(cfg.tokenizer)
         self.videos = VideoRecords(
-            self.video_templates, cfg.tasks, counter=self.counter, max_tokens=cfg.max_tokens,
+            {video_platform: self.video_templates, "reddit": reddit_video, ANY_PLATFORM: generic_video},
+            cfg.tasks, counter=self.counter, max_tokens=cfg.max_tokens, fallback_generic=cfg.fallback_generic,
             most_replayed_k=cfg.most_replayed_k, top_k_comments=cfg.top_k_comments, min_comments=cfg.min_comments,
             require_heatmap=cfg.require_heatmap, split_validation=cfg.split_validation, split_test=cfg.split_test,
         )
 
     def describe(self) -> str:
-        loaded = [*getattr(self, "templates", {}).values(), *getattr(self, "video_templates", {}).values()]
+        loaded = [*getattr(self, "templates", {}).values(), *getattr(self, "generic_templates", {}).values()]
+        videos = getattr(self, "videos", None)
+        if videos is not None:
+            loaded += [t for pair in videos.pairs.values() for t in pair.values()]
         names = ", ".join(f"{t.name} v{t.version}" for t in loaded)
         counter = getattr(self, "counter", None)
         tokens = f"; video budget {self.config.max_tokens} tokens by {counter.name}" if counter else ""
@@ -222,6 +289,7 @@ class InstructStage(Stage):
         attributes = _by_uid(self._rows(shard, "attributes"))
         comments = _by_uid(self._rows(shard, "comments_clean", _COMMENT_COLUMNS))
         captions = _by_uid(self._rows(shard, "captions", _CAPTION_COLUMNS))
+        behavior_rows = _by_uid(self._rows(shard, "behavior", _BEHAVIOR_COLUMNS))
         has_video = any(i.get("media_kind") == "video" for i in items) or _has_rows(shard, "scenes")
         # video-only inputs are only converted when the shard holds a video (or scenes of some item)
         videos = {v["uid"]: v for v in self._rows(shard, "videos", _VIDEO_COLUMNS)} if has_video else {}
@@ -243,12 +311,14 @@ class InstructStage(Stage):
             try:
                 if kind in IMAGE_KINDS:
                     records, reason, detail = self._item(item, media.get(uid, []), attributes.get(uid, []),
-                                                         comments.get(uid, []), counters, captions.get(uid, []))
+                                                         comments.get(uid, []), counters, captions.get(uid, []),
+                                                         behavior_rows.get(uid, []))
                 elif kind == "video":
                     video_rows = VideoRows(
                         media=media.get(uid, []), video=videos.get(uid), scenes=scenes.get(uid, []),
                         transcripts=transcripts.get(uid, []), captions=captions.get(uid, []),
                         attributes=attributes.get(uid, []), frames=frames.get(uid, []), comments=comments.get(uid, []),
+                        behavior=behavior_rows.get(uid, []),
                     )
                     records, reason, detail = self.videos.build(
                         item, video_rows, lambda cs, field: self._top_comments(cs, counters, field), counters)
@@ -286,11 +356,16 @@ class InstructStage(Stage):
     # ------------------------------------------------------------------ one item
 
     def _item(self, item: dict[str, Any], media: list[dict[str, Any]], attributes: list[dict[str, Any]],
-              comments: list[dict[str, Any]], counters: dict[str, int], captions: Sequence[dict[str, Any]] = ()
-              ) -> tuple[list[dict[str, Any]], str | None, str | None]:
-        """(records, None, None) for an eligible image item, else ([], reason, detail)."""
+              comments: list[dict[str, Any]], counters: dict[str, int], captions: Sequence[dict[str, Any]] = (),
+              behavior: Sequence[dict[str, Any]] = ()) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """(records, None, None) for an eligible image item, else ([], reason, detail).
+
+        The platform templates take an item of their platform that has a score; any other item
+        (another platform, or no score: the published BLIFT corpus) takes the generic templates
+        when ``fallback_generic`` is on, which state whatever behavior it has."""
         uid = item["uid"]
-        if item.get("platform") != self.platform:
+        own = item.get("platform") == self.platform
+        if not own and not self.config.fallback_generic:
             return [], "other_platform", f"platform {item.get('platform')!r}; image templates are for {self.platform!r}"
         images = sorted(
             (m for m in media if m.get("status") == "ok" and m.get("path")
@@ -304,10 +379,15 @@ class InstructStage(Stage):
         attrs = next((a for a in attributes if a.get("media_index") == image["index"] and a.get("scene") is None), None)
         if attrs is None:
             return [], "no_attributes", f"no attributes row for media index {image['index']}"
-        if item.get("score") is None:
+        generic = not own or item.get("score") is None
+        if generic and not self.config.fallback_generic:
             return [], "no_score", "the item has no score"
         top, usable = self._top_comments(comments, counters)
-        if usable < self.config.min_comments:
+        values = named_values(item, behavior)
+        if generic:
+            if not values and not top:
+                return [], "no_behavior", "no behavior value and no usable top-level comment"
+        elif usable < self.config.min_comments:
             return [], "few_comments", f"{usable} usable top-level comment(s) < min_comments {self.config.min_comments}"
         if len(images) > 1:
             counters["gallery_images_unused"] += len(images) - 1
@@ -318,12 +398,15 @@ class InstructStage(Stage):
         if caption is not None:
             shown.update(caption=caption.get("caption"), keywords=caption.get("keywords"))
             counters["image_captions_used"] += 1
-        description = describe_image(shown)
-        context: dict[str, Any] = {
-            "subreddit": _subreddit(item.get("community")),
-            "title": tidy(item.get("title")) or None,
-            "image_description": description or None,
-        }
+        description = describe_image(shown) or None
+        if generic:
+            context: dict[str, Any] = {**source_context(item), "image_description": description}
+            templates = self.generic_templates
+            counters["generic_records"] += 1
+        else:
+            context = {"subreddit": subreddit_name(item.get("community")), "title": tidy(item.get("title")) or None,
+                       "image_description": description}
+            templates = self.templates
         base = {
             "uid": uid,
             "platform": item["platform"],
@@ -334,15 +417,20 @@ class InstructStage(Stage):
         }
         records = []
         for task in self.config.tasks:
-            template = self.templates[task]
+            template = templates[task]
+            named: list[dict[str, Any]] | None = None
             if task == "behavior":
-                values, targets = self._behavior_values(item, top, template)
-                values.update(context)
+                if generic:
+                    vals, targets = generic_values(item, values, top, template)
+                else:
+                    vals, targets = self._behavior_values(item, top, template)
+                vals.update(context)
+                named = [v.target() for v in values]
             else:
-                values, targets = dict(context), None
+                vals, targets = dict(context), None
             records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
-                            "template_version": template.version, "conversations": template.render(values),
-                            "targets": targets, **base})
+                            "template_version": template.version, "conversations": template.render(vals),
+                            "targets": targets, "behavior": named, **base})
         return records, None, None
 
     def _top_comments(self, comments: list[dict[str, Any]], counters: dict[str, int], field: str = "score"
@@ -402,6 +490,33 @@ class InstructStage(Stage):
             "comment_scores": [c.get("score") for c, _ in top],
         }
         return values, targets
+
+
+def generic_values(item: dict[str, Any], values: list[NamedValue], top: list[tuple[dict[str, Any], str]],
+                   template: Template) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Values and typed targets of a generic behavior record: every known value, top comments."""
+    lines = [template.render_comment(i, text, c.get("score") if c.get("score") is not None else c.get("like_count"))
+             for i, (c, text) in enumerate(top, start=1)]
+    vals = {
+        "asked": asked_for(values, bool(top)),
+        "behavior": behavior_lines(values) or None,
+        "comments_block": "Top comments:\n" + "\n".join(lines) if lines else None,
+        "num_listed": str(len(top)),
+    }
+    return vals, item_targets(item, top)
+
+
+def item_targets(item: dict[str, Any], top: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
+    """The typed targets a generic record can state from the items columns (null when unknown)."""
+    views, likes = item.get("view_count"), item.get("like_count")
+    comment_count = item.get("num_comments") if item.get("num_comments") is not None else item.get("comment_count")
+    return {
+        "score": item.get("score"), "upvote_ratio": item.get("upvote_ratio"), "num_comments": comment_count,
+        "view_count": views, "like_count": likes,
+        "like_ratio": likes / views if views and likes is not None and views > 0 else None,
+        "comments": [text for _, text in top],
+        "comment_scores": [c.get("score") if c.get("score") is not None else c.get("like_count") for c, _ in top],
+    }
 
 
 def _has_rows(shard: ShardInput, dataset: str) -> bool:

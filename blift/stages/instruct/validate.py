@@ -82,6 +82,9 @@ def validate_record(rec: Mapping[str, Any]) -> list[str]:
             comments, scores = targets.get("comments"), targets.get("comment_scores")
             if (comments is None) != (scores is None) or (comments is not None and len(comments) != len(scores)):
                 problems.append("targets.comments and targets.comment_scores differ in length")
+            stated = [f for f in _BEHAVIOR_FIELDS if targets.get(f) not in (None, [])]
+            if not stated and not rec.get("behavior"):
+                problems.append("behavior record states no behavior (no target and no named value)")
             if kind == "video":
                 problems.extend(_video_target_problems(targets))
             elif targets.get("scene_replay") is not None or targets.get("most_replayed_scenes") is not None:
@@ -90,17 +93,19 @@ def validate_record(rec: Mapping[str, Any]) -> list[str]:
 
 
 def _video_target_problems(targets: Mapping[str, Any]) -> list[str]:
-    """A video behavior record's numbers agree with each other (views, likes, ratio, replay)."""
+    """A video behavior record's numbers agree with each other (views, likes, ratio, replay).
+
+    Which numbers a record has depends on its source (a YouTube video: views and likes; an
+    r/videos post: a score, and its video's counts when the host has them; any source: what it
+    recorded), so only their agreement is checked."""
     problems = []
     views, likes, ratio = targets.get("view_count"), targets.get("like_count"), targets.get("like_ratio")
-    if views is None or likes is None or ratio is None:
-        problems.append("video behavior record without view_count, like_count and like_ratio")
-    elif views <= 0 or likes < 0:
+    if ratio is not None and (views is None or likes is None):
+        problems.append("like_ratio without view_count and like_count")
+    elif (views is not None and views < 0) or (likes is not None and likes < 0):
         problems.append(f"view_count {views} / like_count {likes} out of range")
-    elif abs(ratio - likes / views) > 1e-9:
+    elif ratio is not None and views is not None and likes is not None and abs(ratio - likes / views) > 1e-9:
         problems.append(f"like_ratio {ratio} is not like_count / view_count ({likes}/{views})")
-    if targets.get("score") is not None or targets.get("upvote_ratio") is not None:
-        problems.append("video record carries Reddit targets (score, upvote_ratio)")
     replay, ranked = targets.get("scene_replay"), targets.get("most_replayed_scenes")
     if replay is None:
         if ranked is not None:

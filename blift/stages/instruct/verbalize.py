@@ -70,6 +70,30 @@ def format_ratio(value: float) -> str:
     return f"{math.floor(value * 100 + 0.5)}%"
 
 
+def subreddit_name(community: Any) -> str | None:
+    """A subreddit without its ``r/`` prefix: ``/r/pics`` -> ``pics``."""
+    name = tidy(community)
+    for prefix in ("/r/", "r/"):
+        if name.lower().startswith(prefix):
+            name = name[len(prefix):]
+    return name or None
+
+
+#: How the generic templates name a platform; a table or folder source's own name is said as given.
+SOURCE_NAMES = {"reddit": "Reddit", "youtube": "YouTube", "local": "a local collection"}
+
+
+def source_context(item: Mapping[str, Any], channel: Any = None) -> dict[str, Any]:
+    """Where and under which title an item of any source was shared (the generic templates'
+    ``source``, ``community`` and ``title``; a source without a title gives its text, if any)."""
+    community = tidy(item.get("community") or channel) or None
+    if community and item.get("platform") == "reddit":
+        community = "r/" + (subreddit_name(community) or community)
+    name = tidy(item.get("platform")) or "an unnamed source"
+    return {"source": SOURCE_NAMES.get(name, name), "community": community,
+            "title": tidy(item.get("title")) or tidy(item.get("text")) or None}
+
+
 def colour_words(name: str) -> str:
     """A palette name as words: ``Dark_Blue`` -> ``dark blue``."""
     return tidy(str(name).replace("_", " ")).lower()

@@ -1,4 +1,9 @@
-"""Instruction records for YouTube videos: a behavior record and its content-only control.
+"""Instruction records for videos: a behavior record and its content-only control.
+
+Three template pairs: YouTube videos (below), Reddit video posts (Reddit's score, ratio and
+comments; the linked video's counts and most-replayed graph from its ``videos`` row), and the
+generic pair for any other source or a video lacking what its platform pair states (see
+:mod:`blift.stages.instruct.behavior_values`); the choice is :meth:`VideoRecords._mode`.
 
 Per eligible video the instruct stage writes, in the order of ``tasks``:
 
@@ -45,11 +50,12 @@ from typing import Any, Callable
 
 from blift.errors import InvalidRecord
 from blift.ids import split_of
+from blift.stages.instruct.behavior_values import NamedValue, asked_for, behavior_lines, named_values
 from blift.stages.instruct.replay import most_replayed, scene_replay
 from blift.stages.instruct.scene_behavior import scene_spans
 from blift.stages.instruct.templates import Template, placeholders_of
 from blift.stages.instruct.token_budget import Fitted, TokenCounter, fit
-from blift.stages.instruct.verbalize import format_count, tidy
+from blift.stages.instruct.verbalize import format_count, format_ratio, source_context, subreddit_name, tidy
 from blift.stages.instruct.video_verbalize import build_video_text, format_duration
 
 #: Values each kind of video record provides to its template.
@@ -58,7 +64,17 @@ VIDEO_BEHAVIOR_VALUES = VIDEO_CONTENT_VALUES | {
     "views", "likes", "like_ratio", "num_comments", "subscribers", "scene_replay", "most_replayed", "comments",
     "num_listed",
 }
+REDDIT_VIDEO_CONTENT_VALUES = frozenset({"subreddit", "title", "duration", "video_description"})
+REDDIT_VIDEO_BEHAVIOR_VALUES = REDDIT_VIDEO_CONTENT_VALUES | {
+    "score", "upvote_ratio", "num_comments", "views", "likes", "scene_replay", "most_replayed", "comments",
+    "num_listed",
+}
+GENERIC_VIDEO_CONTENT_VALUES = frozenset({"source", "community", "title", "duration", "video_description"})
+GENERIC_VIDEO_BEHAVIOR_VALUES = GENERIC_VIDEO_CONTENT_VALUES | {
+    "asked", "behavior", "comments_block", "scene_replay", "most_replayed", "num_listed",
+}
 DESCRIPTION = "video_description"
+ANY = "any"
 
 TopComments = Callable[[list[dict[str, Any]], str], tuple[list[tuple[dict[str, Any], str]], int]]
 
@@ -75,6 +91,7 @@ class VideoRows:
     attributes: list[dict[str, Any]] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
     comments: list[dict[str, Any]] = field(default_factory=list)
+    behavior: list[dict[str, Any]] = field(default_factory=list)  # named values (schemas/behavior.yaml)
 
 
 def format_percent(ratio: float) -> str:
@@ -105,11 +122,15 @@ def _no_media_detail(media: list[dict[str, Any]], video: dict[str, Any] | None) 
 class VideoRecords:
     """Builds the records of one video item; one instance per stage worker."""
 
-    def __init__(self, templates: dict[str, Template], tasks: Sequence[str], *, counter: TokenCounter, max_tokens: int,
-                 most_replayed_k: int, top_k_comments: int, min_comments: int, require_heatmap: bool,
-                 split_validation: float, split_test: float) -> None:
-        self.templates = templates
+    def __init__(self, pairs: dict[str, dict[str, Template]], tasks: Sequence[str], *, counter: TokenCounter,
+                 max_tokens: int, most_replayed_k: int, top_k_comments: int, min_comments: int,
+                 require_heatmap: bool, split_validation: float, split_test: float,
+                 fallback_generic: bool = True) -> None:
+        """``pairs``: the templates (task -> template) of each platform, ``any`` for the generic
+        ones; the platform whose templates state views and likes is the one not named reddit."""
+        self.pairs = pairs
         self.tasks = tasks
+        self.fallback_generic = fallback_generic
         self.counter = counter
         self.max_tokens = max_tokens
         self.most_replayed_k = most_replayed_k
@@ -117,19 +138,45 @@ class VideoRecords:
         self.min_comments = min_comments
         self.require_heatmap = require_heatmap
         self.splits = (split_validation, split_test)
-        self.platform = next(iter(templates.values())).platform
         # which turns of each template hold the verbalization: those are what the budget measures
         self._measured = {
-            task: [i for i, (_, text) in enumerate(t.turns) if DESCRIPTION in placeholders_of(text)] or [0]
-            for task, t in templates.items()
+            t.name: [i for i, (_, text) in enumerate(t.turns) if DESCRIPTION in placeholders_of(text)] or [0]
+            for pair in pairs.values() for t in pair.values()
         }
+
+    def _mode(self, item: dict[str, Any], rows: VideoRows) -> tuple[str | None, str | None, str | None]:
+        """(platform key of the templates to use, drop reason, detail): the item's own platform's
+        templates when it has the behavior they state, else the generic ones (``fallback_generic``)."""
+        platform = item.get("platform")
+        if platform == ANY or platform not in self.pairs:
+            if self.fallback_generic:
+                return ANY, None, None
+            known = sorted(p for p in self.pairs if p != ANY)
+            return None, "other_platform", f"platform {platform!r}; video templates are for {known}"
+        missing: tuple[str, str] | None = None
+        if platform == "reddit":
+            if item.get("score") is None:
+                missing = ("no_score", "the item has no score")
+        else:
+            views, likes = item.get("view_count"), item.get("like_count")
+            if not views or views <= 0:
+                missing = ("no_views", f"view_count {views!r}")
+            elif likes is None or likes < 0:
+                missing = ("no_likes", f"like_count {likes!r} (likes hidden or unknown)")
+        if missing is None:
+            return str(platform), None, None
+        if self.fallback_generic:
+            return ANY, None, None
+        return None, *missing
 
     def build(self, item: dict[str, Any], rows: VideoRows, top_comments: TopComments, counters: dict[str, int]
               ) -> tuple[list[dict[str, Any]], str | None, str | None]:
         """(records, None, None) for an eligible video, else ([], reason, detail)."""
         uid = item["uid"]
-        if item.get("platform") != self.platform:
-            return [], "other_platform", f"platform {item.get('platform')!r}; video templates are for {self.platform!r}"
+        mode, reason, detail = self._mode(item, rows)
+        if mode is None:
+            return [], reason, detail
+        templates = self.pairs[mode]
         media = _first_video(rows.media)
         if media is None:
             return [], "no_media", _no_media_detail(rows.media, rows.video)
@@ -141,22 +188,22 @@ class VideoRecords:
         if numbers != list(range(len(scenes))):
             raise InvalidRecord(f"{uid}: scenes of media index {index} are numbered {numbers[:10]}, expected 0..n-1",
                                 error_type="BadScenes")
-        views, likes = item.get("view_count"), item.get("like_count")
-        if not views or views <= 0:
-            return [], "no_views", f"view_count {views!r}"
-        if likes is None or likes < 0:
-            return [], "no_likes", f"like_count {likes!r} (likes hidden or unknown)"
-        heatmap = item.get("heatmap") or []
+        video = rows.video or {}
+        heatmap = item.get("heatmap") or video.get("heatmap") or []
         bad = [h.get("value") for h in heatmap if h.get("value") is not None and not 0.0 <= h["value"] <= 1.0]
         if bad:
             raise InvalidRecord(f"{uid}: heatmap values outside 0..1: {bad[:3]}", error_type="BadHeatmap")
         if self.require_heatmap and not heatmap:
             return [], "no_heatmap", "the video has no most-replayed heatmap (require_heatmap is set)"
-        top, usable = top_comments(rows.comments, "like_count")
-        if usable < self.min_comments:
+        ranking = "score" if mode == "reddit" or (mode == ANY and item.get("platform") != "youtube") else "like_count"
+        top, usable = top_comments(rows.comments, ranking)
+        values = named_values(item, rows.behavior)
+        if mode == ANY:
+            if not values and not top and not heatmap:
+                return [], "no_behavior", "no behavior value, no usable top-level comment and no heatmap"
+        elif usable < self.min_comments:
             return [], "few_comments", f"{usable} usable top-level comment(s) < min_comments {self.min_comments}"
 
-        video = rows.video or {}
         duration = media.get("duration_s") or video.get("duration_s")
         transcript = next((t for t in rows.transcripts if t.get("media_index") == index), None)
         text = build_video_text(
@@ -166,19 +213,28 @@ class VideoRecords:
         )
         spans = scene_spans(scenes)
         duration = duration or spans[-1][1]
-        context: dict[str, Any] = {
-            "channel": tidy(item.get("community") or video.get("channel_name")) or None,
-            "title": tidy(item.get("title")) or None,
-            "duration": format_duration(duration),
-        }
+        context: dict[str, Any] = {"title": tidy(item.get("title")) or None, "duration": format_duration(duration)}
+        if mode == "reddit":
+            context["subreddit"] = subreddit_name(item.get("community"))
+        elif mode == ANY:
+            context.update(source_context(item, video.get("channel_name")))
+        else:
+            context["channel"] = tidy(item.get("community") or video.get("channel_name")) or None
         replay = scene_replay(heatmap, spans)
         means = [r.mean for r in replay]
         has_replay = any(m is not None for m in means)
         if not heatmap:
             counters["video_no_heatmap"] += 1
-        values, targets = self._behavior(item, top, means if has_replay else None, scenes)
+        replay_means = means if has_replay else None
+        if mode == "reddit":
+            vals, targets = self._reddit_behavior(item, video, top, replay_means, scenes, templates)
+        elif mode == ANY:
+            vals, targets = self._generic_behavior(item, values, top, replay_means, scenes, templates)
+            counters["generic_records"] += 1
+        else:
+            vals, targets = self._behavior(item, top, replay_means, scenes, templates)
 
-        fitted = self._fit(text, context, values)
+        fitted = self._fit(templates, text, context, vals)
         for step in fitted.steps:
             counters[f"budget_{step}"] += 1
         if not fitted.fits:
@@ -195,25 +251,99 @@ class VideoRecords:
             "media": [frames[0]["path"] if frames else media["path"]],
             "split": split_of(uid, *self.splits), "collected_at": item["collected_at"],
         }
+        named = [v.target() for v in values]
         records = []
         for task in self.tasks:
-            template = self.templates[task]
-            vals = {**context, **values} if task == "behavior" else dict(context)
+            template = templates[task]
+            behavior = task == "behavior"
+            rendered = {**context, **vals} if behavior else dict(context)
             records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
-                            "template_version": template.version, "conversations": template.render(vals),
-                            "targets": targets if task == "behavior" else None, **base})
+                            "template_version": template.version, "conversations": template.render(rendered),
+                            "targets": targets if behavior else None, "behavior": named if behavior else None,
+                            **base})
         return records, None, None
 
     # ------------------------------------------------------------------ parts
 
+    def _replay_values(self, means: list[float | None] | None, scenes: list[dict[str, Any]]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The replay placeholders and targets every video template shares."""
+        ranked = most_replayed(means, self.most_replayed_k) if means is not None else None
+        values = {
+            "scene_replay": ", ".join(f"Scene {scenes[i]['scene'] + 1}: {format_replay(m)}"
+                                      for i, m in enumerate(means) if m is not None) if means is not None else None,
+            "most_replayed": ", ".join(str(scenes[i]["scene"] + 1) for i in ranked) if ranked else None,
+        }
+        targets = {
+            "scene_replay": list(means) if means is not None else None,
+            "most_replayed_scenes": [int(scenes[i]["scene"]) for i in ranked] if ranked else None,
+        }
+        return values, targets
+
+    def _reddit_behavior(self, item: dict[str, Any], video: dict[str, Any], top: list[tuple[dict[str, Any], str]],
+                         means: list[float | None] | None, scenes: list[dict[str, Any]],
+                         templates: dict[str, Template]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A Reddit video post: Reddit's score, ratio and comments; the linked video's own counts
+        and most-replayed graph (its ``videos`` row) when its host has them."""
+        template = templates.get("behavior")
+        ratio = item.get("upvote_ratio")
+        views, likes = video.get("view_count"), video.get("like_count")
+        replay, replay_targets = self._replay_values(means, scenes)
+        values = {
+            "score": format_count(item["score"]),
+            "upvote_ratio": format_ratio(ratio) if ratio is not None else None,
+            "num_comments": format_count(item["num_comments"]) if item.get("num_comments") is not None else None,
+            "views": format_count(views) if views is not None else None,
+            "likes": format_count(likes) if likes is not None else None,
+            **replay,
+            "comments": "\n".join(template.render_comment(i, text, c.get("score")) if template else text
+                                  for i, (c, text) in enumerate(top, start=1)),
+            "num_listed": str(len(top)),
+        }
+        targets = {
+            "score": item["score"], "upvote_ratio": ratio, "num_comments": item.get("num_comments"),
+            "view_count": views, "like_count": likes,
+            "like_ratio": likes / views if views and likes is not None and views > 0 else None,
+            "comments": [text for _, text in top], "comment_scores": [c.get("score") for c, _ in top],
+            **replay_targets,
+        }
+        return values, targets
+
+    def _generic_behavior(self, item: dict[str, Any], named: list[NamedValue], top: list[tuple[dict[str, Any], str]],
+                          means: list[float | None] | None, scenes: list[dict[str, Any]],
+                          templates: dict[str, Template]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Any source: every known named value, the replay of each scene, top comments."""
+        template = templates.get("behavior")
+        replay, replay_targets = self._replay_values(means, scenes)
+        lines = [template.render_comment(i, text, _comment_score(c)) if template else text
+                 for i, (c, text) in enumerate(top, start=1)]
+        values = {
+            "asked": asked_for(named, bool(top), with_replay=replay["scene_replay"] is not None),
+            "behavior": behavior_lines(named) or None,
+            **replay,
+            "comments_block": "Top comments:\n" + "\n".join(lines) if lines else None,
+            "num_listed": str(len(top)),
+        }
+        views, likes = item.get("view_count"), item.get("like_count")
+        comment_count = item.get("num_comments") if item.get("num_comments") is not None else item.get("comment_count")
+        targets = {
+            "score": item.get("score"), "upvote_ratio": item.get("upvote_ratio"), "num_comments": comment_count,
+            "view_count": views, "like_count": likes,
+            "like_ratio": likes / views if views and likes is not None and views > 0 else None,
+            "comments": [text for _, text in top], "comment_scores": [_comment_score(c) for c, _ in top],
+            **replay_targets,
+        }
+        return values, targets
+
     def _behavior(self, item: dict[str, Any], top: list[tuple[dict[str, Any], str]], means: list[float | None] | None,
-                  scenes: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+                  scenes: list[dict[str, Any]], templates: dict[str, Template]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
         views, likes = int(item["view_count"]), int(item["like_count"])
         comment_count = item.get("comment_count")
         if comment_count is None:
             comment_count = item.get("num_comments")
         ranked = most_replayed(means, self.most_replayed_k) if means is not None else None
-        template = self.templates.get("behavior")
+        template = templates.get("behavior")
         comment_lines = [template.render_comment(i, text, c.get("like_count")) if template else text
                          for i, (c, text) in enumerate(top, start=1)]
         values = {
@@ -239,16 +369,23 @@ class VideoRecords:
         }
         return values, targets
 
-    def _fit(self, text: Any, context: dict[str, Any], values: dict[str, Any]) -> Fitted:
+    def _fit(self, templates: dict[str, Template], text: Any, context: dict[str, Any], values: dict[str, Any]
+             ) -> Fitted:
         """Shorten the verbalization until every turn that holds it fits ``max_tokens``."""
 
         def measure(description: str) -> int:
             worst = 0
-            for task, template in self.templates.items():
+            for task, template in templates.items():
                 vals = {**context, **values, DESCRIPTION: description} if task == "behavior" else \
                     {**context, DESCRIPTION: description}
                 turns = template.render(vals)
-                worst = max(worst, *(self.counter.count(turns[i]["value"]) for i in self._measured[task]))
+                worst = max(worst, *(self.counter.count(turns[i]["value"]) for i in self._measured[template.name]))
             return worst
 
         return fit(text, measure, self.max_tokens)
+
+
+def _comment_score(comment: dict[str, Any]) -> int | None:
+    score = comment.get("score")
+    return score if score is not None else comment.get("like_count")
+
