@@ -160,13 +160,15 @@ def test_single_files_and_hub_ids(releases, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(_jpeg((1, 2, 3), (5, 5)))
     rows = [{"id": "o1", "image": "imgs/a.png", "conversations": _conv("what", "a dog")},
-            {"id": "o2", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+            {"id": "o2", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+            # a video known by its annotations alone (instruct's text-only records): no media, no token
+            {"id": "o3", "media_kind": "video", "media": [], "conversations": [{"from": "human", "value": "A video, 2 scenes."}, {"from": "gpt", "value": "Likes: 3"}]}]
     (tmp_path / "other.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     other = open_examples(DataSource(path=str(tmp_path / "other.jsonl"), kind="other"))
-    assert [(other[i].id, other[i].task, other[i].media_kind) for i in range(2)] == [
-        ("o1", "other", "image"), ("o2", "other", "none")]
+    assert [(other[i].id, other[i].task, other[i].media_kind) for i in range(3)] == [
+        ("o1", "other", "image"), ("o2", "other", "none"), ("o3", "other", "none")]
     assert tuple(_pixels(other[0].images[0])[0, 0]) == (1, 2, 3) and other[1].images == []
-    assert other.kinds() == ["other", "other"]
+    assert other.kinds() == ["other", "other", "other"] and other[2].frames is None
 
 
 def test_clear_errors_name_the_source_and_record(releases, tmp_path):

@@ -653,3 +653,53 @@ def test_any_source_video_says_its_named_values_and_hidden_likes_fall_back(tmp_p
     assert answer.endswith("Top comments:\n1. fifty likes\n2. seven likes")
     assert yt["targets"]["like_count"] is None and yt["targets"]["view_count"] == 10000
     assert result.counters["generic_records"] == 2
+
+
+def cbc_like(uid: str = "youtube:cbc1") -> dict[str, list[dict[str, Any]]]:
+    """A video as cbc.read writes one from LCBM's corpus: counts, replay graph, transcript, per-scene
+    BLIP-2 captions and on-screen text; no file fetched, no scenes rows, no comments."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return {
+        "items_clean": [yt_item(uid, community="Acme Shoes", title="Run further", view_count=50000, like_count=1000,
+                                comment_count=None, subscriber_count=120000)],
+        "videos": [{"uid": uid, "file_status": "skipped", "file_reason": "not_fetched", "duration_s": 31.0,
+                    "channel_name": "Acme Shoes"}],
+        "transcripts": [{**yt_transcript(uid, [seg(0.5, 3.0, "Meet the new runner"), seg(20.0, 24.0, "buy now")]),
+                         "backend": "cbc", "model": "cbc:asr_raw"}],
+        "captions": [{**yt_caption(uid, 0, "a woman running on a beach", ["woman", "running"]), "model": "blip2 (CBC)"},
+                     {**yt_caption(uid, 1, "a close up of a shoe", ["shoe"]), "model": "blip2 (CBC)"}],
+        "attributes": [{"uid": uid, "media_index": 0, "scene": 1, "ocr_text": "NEW  RUNNER 2"}],
+        "behavior": [{"uid": uid, "name": "likes", "value": 1000.0, "kind": "count", "collected_at": t0},
+                     {"uid": uid, "name": "views", "value": 50000.0, "kind": "count", "collected_at": t0}],
+    }
+
+
+def test_a_video_known_by_its_annotations_alone_gets_text_only_records(tmp_path):
+    result = run_video(tmp_path)(**cbc_like())
+    assert result.dropped == [] and result.errors == []
+    recs = by_id(result)
+    beh, con = recs["youtube:cbc1:behavior"], recs["youtube:cbc1:content"]
+    assert beh["template"] == "video_annotations_behavior" and con["template"] == "video_annotations_content"
+    assert beh["media"] == [] and beh["media_kind"] == "video"
+    assert "<image>" not in str(beh["conversations"]) + str(con["conversations"])
+    human, answer = (t["value"] for t in beh["conversations"])
+    assert "This video was shared on YouTube.\nIt was posted in Acme Shoes.\nIts title is \"Run further\"." in human
+    assert ('A video, 31 seconds long, in 2 scenes, at a slow pace of 1.9 cuts per minute. '
+            'The audio says: "Meet the new runner buy now".\n'
+            "Scene 1: Caption: a woman running on a beach. Keywords: woman, running.\n"
+            'Scene 2: Caption: a close up of a shoe. Keywords: shoe. On-screen text: "NEW RUNNER 2".') in human
+    assert human.endswith("Give the likes, the views and the like ratio.")
+    assert answer == "Likes: 1000\nViews: 50000\nLike ratio: 2.0%"
+    assert [v["name"] for v in beh["behavior"]] == ["likes", "views", "like_ratio"]
+    assert beh["targets"]["like_ratio"] == pytest.approx(0.02) and beh["targets"]["scene_replay"] is None
+    assert con["conversations"][1]["value"].startswith("A video, 31 seconds long, in 2 scenes")
+    assert con["targets"] is None and con["behavior"] is None
+    assert result.counters["video_annotation_records"] == 1
+    assert result.counters["video_annotation_replay_not_on_scenes"] == 1  # the graph cannot go on untimed scenes
+    for rec in recs.values():
+        assert validate_record(rec) == []
+    # switched off, or nothing annotated: no file is no record, as before
+    off = run_video(tmp_path, annotation_records=False)(**cbc_like())
+    assert [d["reason"] for d in off.dropped] == ["no_media"]
+    bare = {**cbc_like(), "captions": [], "attributes": []}
+    assert [d["reason"] for d in run_video(tmp_path)(**bare).dropped] == ["no_media"]

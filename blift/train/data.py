@@ -264,6 +264,8 @@ class RecordDataset(torch.utils.data.Dataset):
         if not media and isinstance(row.get("video"), str):
             media = [row["video"]]
         kind = row.get("media_kind") or self._infer_kind(row, media)
+        if kind == "video" and not media and row.get("video_frames") is None:
+            kind = "none"  # a video known by its annotations alone: a text-only record (instruct)
         if kind not in MEDIA_KINDS:
             raise RecordDataError(f"record {rid!r} ({self.name}): field media_kind: {kind!r} "
                                   f"is not one of {MEDIA_KINDS}")

@@ -9,7 +9,7 @@ meaning the source mapping gave each value (``schemas/behavior.yaml``):
 * ``count`` (people or events): the exact integer, ``"1234"`` (as every blift template writes
   counts; a fractional count is rounded half up);
 * ``ratio`` (0..1): a percentage with one decimal, half up, ``"3.2%"`` (the paper's like-ratio
-  format);
+  format; an item with views and likes also gets its like ratio, likes / views);
 * ``score``: up to four significant digits, with its scale when the mapping gave one,
   ``"0.81 on a scale of 0 to 1"``.
 
@@ -104,7 +104,17 @@ def format_value(kind: str, value: float, scale_min: float | None = None, scale_
 
 
 def named_values(item: Mapping[str, Any], behavior: Iterable[Mapping[str, Any]]) -> list[NamedValue]:
-    """The item's known behavior values, in the source's order (see the module docstring)."""
+    """The item's known behavior values, in the source's order (see the module docstring), and
+    its like ratio (likes / views, the paper's "percentage of viewers who liked it") when the
+    items row has both counts and no value of that name was given."""
+    out = _given_values(item, behavior)
+    views, likes = item.get("view_count"), item.get("like_count")
+    if views and views > 0 and likes is not None and likes >= 0 and not any(v.name == "like_ratio" for v in out):
+        out.append(NamedValue("like_ratio", "ratio", likes / views))
+    return out
+
+
+def _given_values(item: Mapping[str, Any], behavior: Iterable[Mapping[str, Any]]) -> list[NamedValue]:
     out: list[NamedValue] = []
     rows = list(behavior)
     if rows:

@@ -148,6 +148,11 @@ class InstructConfig(StageConfig):
     generic_image_content_template: str = "generic_image_content"
     generic_video_behavior_template: str = "generic_video_behavior"
     generic_video_content_template: str = "generic_video_content"
+    annotation_behavior_template: str = "video_annotations_behavior"
+    annotation_content_template: str = "video_annotations_content"
+    annotation_records: bool = Field(True, description=(
+        "a video no file of which was fetched but whose scenes a corpus annotated (captions, on-screen "
+        "text, a transcript: LCBM's CBC) gets text-only records from those annotations; false: no_media"))
     fallback_generic: bool = Field(True, description=(
         "an item of another platform than the platform templates', or one without the behavior they "
         "state (a Reddit post without a score, a video whose likes are hidden), gets the generic "
@@ -196,13 +201,14 @@ class InstructStage(Stage):
                 config.video_content_template, config.reddit_video_behavior_template,
                 config.reddit_video_content_template, config.generic_image_behavior_template,
                 config.generic_image_content_template, config.generic_video_behavior_template,
-                config.generic_video_content_template)
+                config.generic_video_content_template, config.annotation_behavior_template,
+                config.annotation_content_template)
         out: dict[str, Any] = {ref: hashlib.sha256(template_path(ref)[0].read_bytes()).hexdigest()[:16] for ref in refs}
         out["tokenizer"] = tokenizer_fingerprint(config.tokenizer)
         return out
 
     def _load(self, slots: tuple[tuple[str, str, str, frozenset[str]], ...], media_kind: str,
-              platform: str | None = None) -> dict[str, Template]:
+              platform: str | None = None, text_only: bool = False) -> dict[str, Template]:
         """The templates of one media kind, checked against their slot, kind, values and, when
         given, platform (``any`` for the generic ones)."""
         loaded: dict[str, Template] = {}
@@ -215,6 +221,10 @@ class InstructStage(Stage):
             if template.media_kind != media_kind:
                 raise ConfigError(f"{template.path}: media_kind {template.media_kind!r}, configured as {slot} "
                                   f"(which needs a {media_kind} template)")
+            if template.media_token == text_only:
+                raise ConfigError(f"{template.path}: configured as {slot}, which needs a template "
+                                  f"{'without' if text_only else 'with'} the media token (media_token: "
+                                  f"{str(not text_only).lower()})")
             if platform is not None and template.platform != platform:
                 raise ConfigError(f"{template.path}: platform {template.platform!r}, configured as {slot} "
                                   f"(which needs a {platform!r} template)")
@@ -257,6 +267,11 @@ class InstructStage(Stage):
             ("content", "generic_video_content_template", cfg.generic_video_content_template,
              GENERIC_VIDEO_CONTENT_VALUES),
         ), "video", ANY_PLATFORM)
+        annotations = self._load((
+            ("behavior", "annotation_behavior_template", cfg.annotation_behavior_template,
+             GENERIC_VIDEO_BEHAVIOR_VALUES - {"scene_replay", "most_replayed"}),
+            ("content", "annotation_content_template", cfg.annotation_content_template, GENERIC_VIDEO_CONTENT_VALUES),
+        ), "video", ANY_PLATFORM, text_only=True) if cfg.annotation_records else {}
         video_platform = next(iter(self.video_templates.values())).platform
         if video_platform == "reddit":
             raise ConfigError("video_behavior_template / video_content_template are Reddit templates; Reddit "
@@ -265,6 +280,7 @@ class InstructStage(Stage):
         self.videos = VideoRecords(
             {video_platform: self.video_templates, "reddit": reddit_video, ANY_PLATFORM: generic_video},
             cfg.tasks, counter=self.counter, max_tokens=cfg.max_tokens, fallback_generic=cfg.fallback_generic,
+            annotations=annotations,
             most_replayed_k=cfg.most_replayed_k, top_k_comments=cfg.top_k_comments, min_comments=cfg.min_comments,
             require_heatmap=cfg.require_heatmap, split_validation=cfg.split_validation, split_test=cfg.split_test,
         )
@@ -273,7 +289,7 @@ class InstructStage(Stage):
         loaded = [*getattr(self, "templates", {}).values(), *getattr(self, "generic_templates", {}).values()]
         videos = getattr(self, "videos", None)
         if videos is not None:
-            loaded += [t for pair in videos.pairs.values() for t in pair.values()]
+            loaded += [t for pair in (*videos.pairs.values(), videos.annotations) for t in pair.values()]
         names = ", ".join(f"{t.name} v{t.version}" for t in loaded)
         counter = getattr(self, "counter", None)
         tokens = f"; video budget {self.config.max_tokens} tokens by {counter.name}" if counter else ""

@@ -8,6 +8,7 @@ A template file (``blift/stages/instruct/templates/<name>.yaml``) holds::
     platform: reddit
     media_kind: image
     optional: [upvote_ratio]       # placeholders that may be absent (see below)
+    media_token: true              # false: a text-only record (a video known by its annotations)
     comment_item: "{rank}. {text}" # behavior templates: how one ranked comment is written
     turns:
       - {from: human, value: "<image>\\n... {placeholder} ..."}
@@ -41,7 +42,8 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 TASKS = ("behavior", "content")
 MEDIA_KINDS = ("image", "video")
 ROLES = ("human", "gpt")
-_KEYS = {"name", "version", "task", "platform", "media_kind", "description", "optional", "comment_item", "turns"}
+_KEYS = {"name", "version", "task", "platform", "media_kind", "description", "optional", "comment_item", "turns",
+         "media_token"}
 
 
 class TemplateError(ConfigError):
@@ -101,6 +103,7 @@ class Template:
     comment_item: str
     description: str
     path: Path
+    media_token: bool = True  # the first human turn starts with <image>; false: no media token at all
 
     @property
     def placeholders(self) -> frozenset[str]:
@@ -191,7 +194,14 @@ def _check(spec: Any, path: Path) -> Template:
     if turns[-1][0] != "gpt":
         raise TemplateError(f"{where}the last turn must be the assistant's (gpt)")
     tokens = sum(text.count(IMAGE_TOKEN) for _, text in turns)
-    if tokens != 1 or not turns[0][1].startswith(IMAGE_TOKEN + "\n"):
+    media_token = spec.get("media_token", True)
+    if not isinstance(media_token, bool):
+        raise TemplateError(f"{where}media_token must be true or false, got {media_token!r}")
+    if not media_token:
+        if tokens:
+            raise TemplateError(f"{where}media_token is false (a text-only record) but {IMAGE_TOKEN} appears "
+                                f"{tokens} time(s)")
+    elif tokens != 1 or not turns[0][1].startswith(IMAGE_TOKEN + "\n"):
         raise TemplateError(
             f"{where}{IMAGE_TOKEN} must appear exactly once, at the start of the first human turn "
             f"followed by a newline (found {tokens})"
@@ -214,6 +224,7 @@ def _check(spec: Any, path: Path) -> Template:
         comment_item=comment_item,
         description=str(spec.get("description", "")).strip(),
         path=path,
+        media_token=media_token,
     )
 
 

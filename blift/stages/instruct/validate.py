@@ -46,7 +46,7 @@ def validate_record(rec: Mapping[str, Any]) -> list[str]:
 
     media = rec.get("media") or []
     tokens = sum(str(t.get("value") or "").count(IMAGE_TOKEN) for t in turns)
-    if rec.get("media_kind") in ("image", "video") or media:
+    if media or rec.get("media_kind") == "image":
         if not media:
             problems.append(f"{rec.get('media_kind')} record with an empty media list")
         if tokens != 1:
@@ -67,7 +67,7 @@ def validate_record(rec: Mapping[str, Any]) -> list[str]:
     kind = rec.get("media_kind")
     if kind is not None and kind not in _MEDIA_KINDS:
         problems.append(f"media_kind {kind!r} is not one of {_MEDIA_KINDS}")
-    if kind == "video" and len(media) != 1:
+    if kind == "video" and len(media) > 1:  # none: a video known by its annotations alone (text only)
         problems.append(f"video record with {len(media)} media entries, expected one (frames .npy or video file)")
 
     targets = rec.get("targets")

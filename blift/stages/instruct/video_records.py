@@ -56,7 +56,7 @@ from blift.stages.instruct.scene_behavior import scene_spans
 from blift.stages.instruct.templates import Template, placeholders_of
 from blift.stages.instruct.token_budget import Fitted, TokenCounter, fit
 from blift.stages.instruct.verbalize import format_count, format_ratio, source_context, subreddit_name, tidy
-from blift.stages.instruct.video_verbalize import build_video_text, format_duration
+from blift.stages.instruct.video_verbalize import build_annotation_text, build_video_text, format_duration
 
 #: Values each kind of video record provides to its template.
 VIDEO_CONTENT_VALUES = frozenset({"channel", "title", "duration", "video_description"})
@@ -125,10 +125,11 @@ class VideoRecords:
     def __init__(self, pairs: dict[str, dict[str, Template]], tasks: Sequence[str], *, counter: TokenCounter,
                  max_tokens: int, most_replayed_k: int, top_k_comments: int, min_comments: int,
                  require_heatmap: bool, split_validation: float, split_test: float,
-                 fallback_generic: bool = True) -> None:
+                 fallback_generic: bool = True, annotations: dict[str, Template] | None = None) -> None:
         """``pairs``: the templates (task -> template) of each platform, ``any`` for the generic
         ones; the platform whose templates state views and likes is the one not named reddit."""
         self.pairs = pairs
+        self.annotations = annotations or {}
         self.tasks = tasks
         self.fallback_generic = fallback_generic
         self.counter = counter
@@ -141,7 +142,7 @@ class VideoRecords:
         # which turns of each template hold the verbalization: those are what the budget measures
         self._measured = {
             t.name: [i for i, (_, text) in enumerate(t.turns) if DESCRIPTION in placeholders_of(text)] or [0]
-            for pair in pairs.values() for t in pair.values()
+            for pair in (*pairs.values(), self.annotations) for t in pair.values()
         }
 
     def _mode(self, item: dict[str, Any], rows: VideoRows) -> tuple[str | None, str | None, str | None]:
@@ -179,6 +180,8 @@ class VideoRecords:
         templates = self.pairs[mode]
         media = _first_video(rows.media)
         if media is None:
+            if self.annotations and _annotated(rows):
+                return self._from_annotations(item, rows, top_comments, counters)
             return [], "no_media", _no_media_detail(rows.media, rows.video)
         index = media["index"]
         scenes = sorted((s for s in rows.scenes if s.get("media_index") == index), key=lambda s: s["scene"])
@@ -255,6 +258,60 @@ class VideoRecords:
         records = []
         for task in self.tasks:
             template = templates[task]
+            behavior = task == "behavior"
+            rendered = {**context, **vals} if behavior else dict(context)
+            records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
+                            "template_version": template.version, "conversations": template.render(rendered),
+                            "targets": targets if behavior else None, "behavior": named if behavior else None,
+                            **base})
+        return records, None, None
+
+    def _from_annotations(self, item: dict[str, Any], rows: VideoRows, top_comments: TopComments,
+                          counters: dict[str, int]) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """Text-only records of a video no file of which was fetched, from the annotations a corpus
+        published for it (per-scene captions and on-screen text, a transcript; LCBM's CBC).
+
+        There are no scene times, so the replay graph cannot be put on scenes: its values stay in
+        the items row (and the release), not in these records; fetching the video gives scenes
+        and then the usual records."""
+        uid = item["uid"]
+        video = rows.video or {}
+        annotated = [r for r in (*rows.captions, *rows.attributes) if r.get("scene") is not None
+                     and r.get("media_index", 0) == 0]
+        numbers = sorted({int(r["scene"]) for r in annotated})
+        ranking = "like_count" if item.get("platform") == "youtube" else "score"
+        top, _ = top_comments(rows.comments, ranking)
+        values = named_values(item, rows.behavior)
+        if not values and not top:
+            return [], "no_behavior", "no behavior value and no usable top-level comment"
+        transcript = next((t for t in rows.transcripts if t.get("media_index", 0) == 0), None)
+        text = build_annotation_text(
+            scene_numbers=numbers, duration_s=video.get("duration_s"), transcript=transcript,
+            captions=[c for c in rows.captions if c.get("media_index", 0) == 0],
+            attributes=[a for a in rows.attributes if a.get("media_index", 0) == 0],
+        )
+        duration = video.get("duration_s")
+        context: dict[str, Any] = {**source_context(item, video.get("channel_name")),
+                                   "duration": format_duration(duration) if duration else None}
+        vals, targets = self._generic_behavior(item, values, top, None, [], self.annotations)
+        vals.pop("scene_replay", None)
+        vals.pop("most_replayed", None)
+        fitted = self._fit(self.annotations, text, context, vals)
+        for step in fitted.steps:
+            counters[f"budget_{step}"] += 1
+        if not fitted.fits:
+            return [], "over_budget", (f"verbalization still {fitted.tokens} tokens > max_tokens {self.max_tokens} "
+                                       f"after every truncation step ({self.counter.name})")
+        context[DESCRIPTION] = fitted.text
+        counters["video_annotation_records"] += 1
+        if item.get("heatmap") or video.get("heatmap"):
+            counters["video_annotation_replay_not_on_scenes"] += 1
+        base = {"uid": uid, "platform": item["platform"], "media_kind": "video", "media": [],
+                "split": split_of(uid, *self.splits), "collected_at": item["collected_at"]}
+        named = [v.target() for v in values]
+        records = []
+        for task in self.tasks:
+            template = self.annotations[task]
             behavior = task == "behavior"
             rendered = {**context, **vals} if behavior else dict(context)
             records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
@@ -383,6 +440,11 @@ class VideoRecords:
             return worst
 
         return fit(text, measure, self.max_tokens)
+
+
+def _annotated(rows: VideoRows) -> bool:
+    """Whether a corpus published annotations of the video: per-scene captions or on-screen text."""
+    return any(r.get("scene") is not None for r in (*rows.captions, *rows.attributes))
 
 
 def _comment_score(comment: dict[str, Any]) -> int | None:

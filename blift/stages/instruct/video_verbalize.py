@@ -60,8 +60,8 @@ class SceneText:
     """What is known about one scene, before any shortening."""
 
     number: int  # scenes.scene (0-based)
-    start_s: float
-    end_s: float
+    start_s: float | None  # None: a video known by its annotations alone (no scene times)
+    end_s: float | None
     speech: list[str] = field(default_factory=list)  # words said in the scene, in order
     caption: str | None = None
     keywords: list[str] = field(default_factory=list)
@@ -203,6 +203,45 @@ def build_video_text(*, scenes: Sequence[Mapping[str, Any]], media: Mapping[str,
     return VideoText(header=_header(media, duration, len(parts), status), scenes=parts)
 
 
+#: Words of a transcript said in the header of a video known by its annotations (its speech
+#: cannot be put in scenes without scene times).
+MAX_HEADER_SPEECH_WORDS = 150
+
+
+def build_annotation_text(*, scene_numbers: Sequence[int], duration_s: float | None,
+                          transcript: Mapping[str, Any] | None = None,
+                          captions: Iterable[Mapping[str, Any]] = (),
+                          attributes: Iterable[Mapping[str, Any]] = ()) -> VideoText:
+    """The verbalization of a video known only by annotations a corpus published per scene
+    (captions, keywords, on-screen text; LCBM's Content Behavior Corpus) and its transcript, with
+    no scene times and no file: scenes are numbered, not timed, and the speech, which cannot be
+    put in scenes, is said once after the header (up to ``MAX_HEADER_SPEECH_WORDS`` words)."""
+    caption_by = {c["scene"]: c for c in captions if c.get("scene") is not None}
+    attrs_by = {a["scene"]: a for a in attributes if a.get("scene") is not None}
+    parts = []
+    for number in scene_numbers:
+        cap, attrs = caption_by.get(number) or {}, attrs_by.get(number) or {}
+        keywords = list(dict.fromkeys(k for k in (tidy(k) for k in cap.get("keywords") or []) if k))
+        parts.append(SceneText(
+            number=int(number), start_s=None, end_s=None,
+            caption=shorten(tidy(cap.get("caption")), MAX_SCENE_CAPTION_CHARS) or None,
+            keywords=keywords[:MAX_KEYWORDS],
+            foreground=list(attrs.get("foreground_colors") or []),
+            background=list(attrs.get("background_colors") or []),
+            tone=tidy(attrs.get("tone")).lower() or None,
+            complexity=tidy(attrs.get("complexity")).lower() or None,
+            ocr=shorten(tidy(attrs.get("ocr_text")), MAX_OCR_CHARS) or None,
+        ))
+    status = (transcript or {}).get("status")
+    header = _header({}, duration_s or 0.0, len(parts), status)
+    if status == "ok":
+        words = [w for seg in (transcript or {}).get("segments") or [] for _, w in _words_of(seg)]
+        speech = _speech_text(words, MAX_HEADER_SPEECH_WORDS)
+        if speech:
+            header += f' The audio says: "{speech}".'
+    return VideoText(header=header, scenes=parts)
+
+
 def _header(media: Mapping[str, Any], duration: float, num_scenes: int, transcript_status: str | None) -> str:
     """``A landscape video of 1280x720 pixels, 42 seconds long, in 3 scenes, at a moderate pace of
     2.9 cuts per minute.`` plus a sentence on missing audio or speech; unknown parts are left out."""
@@ -236,6 +275,8 @@ def _speech_text(words: list[str], limit: int | None) -> str:
 
 
 def timing_line(scene: SceneText) -> str:
+    if scene.start_s is None or scene.end_s is None:
+        return f"Scene {scene.number + 1}"
     return f"Scene {scene.number + 1} ({format_clock(scene.start_s)}-{format_clock(scene.end_s)})"
 
 
@@ -286,10 +327,12 @@ def render(video: VideoText, plan: Shortening = FULL, cache: dict[tuple[Any, ...
     if cut < len(scenes):
         first, last = scenes[cut], scenes[-1]
         label = f"Scene {first.number + 1}" if first is last else f"Scenes {first.number + 1}-{last.number + 1}"
-        lines.append(f"{label} ({format_clock(first.start_s)}-{format_clock(last.end_s)}) "
-                     f"{'is' if first is last else 'are'} not described.")
+        span = "" if first.start_s is None or last.end_s is None else \
+            f" ({format_clock(first.start_s)}-{format_clock(last.end_s)})"
+        lines.append(f"{label}{span} {'is' if first is last else 'are'} not described.")
     return "\n".join(lines)
 
 
-__all__ = ["FULL", "SceneText", "Shortening", "VideoText", "align_speech", "build_video_text", "format_clock",
+__all__ = ["FULL", "SceneText", "Shortening", "VideoText", "align_speech", "build_annotation_text", "build_video_text",
+           "format_clock",
            "format_duration", "pace_of", "render", "render_scene", "timing_line"]
