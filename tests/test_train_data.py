@@ -162,7 +162,8 @@ def test_single_files_and_hub_ids(releases, tmp_path):
     rows = [{"id": "o1", "image": "imgs/a.png", "conversations": _conv("what", "a dog")},
             {"id": "o2", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
             # a video known by its annotations alone (instruct's text-only records): no media, no token
-            {"id": "o3", "media_kind": "video", "media": [], "conversations": [{"from": "human", "value": "A video, 2 scenes."}, {"from": "gpt", "value": "Likes: 3"}]}]
+            {"id": "o3", "media_kind": "video", "media": [],
+             "conversations": [{"from": "human", "value": "A video, 2 scenes."}, {"from": "gpt", "value": "Likes: 3"}]}]
     (tmp_path / "other.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     other = open_examples(DataSource(path=str(tmp_path / "other.jsonl"), kind="other"))
     assert [(other[i].id, other[i].task, other[i].media_kind) for i in range(3)] == [
