@@ -648,3 +648,67 @@ def test_the_shipped_blift_hub_pipeline_imports_a_replica_of_the_published_corpu
         ("reddit:ab3cd", "num_comments", 30.0)}
     (error,) = side(run, "errors")
     assert "no id in '/r/pics/about/'" in error["message"] and "column 'permalink'" in error["message"]
+
+
+WORDY = ["What a wonderful evening light over the water", "I used to fish there every summer as a kid",
+         "The colours remind me of an old oil painting", "Which camera did you use for this shot"]
+
+
+@pytest.mark.slow
+def test_the_blift_hub_pipeline_turns_the_published_corpus_into_records(tmp_path: Path):
+    """The whole of pipelines/blift-hub.yaml on a replica of behavior-in-the-wild/BLIFT through the
+    stand-in Hub, its images on a loopback host: the published posts have no score, so each gets a
+    generic behavior record stating what is known (its comment count and comments) and its
+    content control; a post whose image is not on the allowed host is dropped, counted."""
+    from servers.hub_server import HubServer
+    from servers.media_server import MediaServer
+
+    schema = pa.schema([("url", pa.string()), ("permalink", pa.string()), ("comments", pa.list_(pa.string())),
+                        ("num_comments", pa.int64()), ("subreddit", pa.string()), ("title", pa.string())])
+    pipeline = yaml.safe_load((ROOT / "pipelines" / "blift-hub.yaml").read_text())
+    stages = {s["stage"]: s for s in pipeline["stages"]}
+    assert stages["media.download"]["config"]["hosts"] == ["i.redd.it"]
+    with MediaServer() as media, HubServer() as hub:
+        rows = []
+        for i in range(1, 4):
+            img = Image.effect_noise((64, 48), 40 + 20 * i).convert("RGB")
+            buf = io.BytesIO()
+            img.save(buf, "JPEG")
+            rows.append({"url": media.image(f"/img{i}.jpg", buf.getvalue()),
+                         "permalink": f"/r/pics/comments/ab{i}cd/a_title_{i}/",
+                         "comments": WORDY[: i + 1],
+                         "num_comments": 10 * i, "subreddit": "pics", "title": f"Sunset over the lake {i}"})
+        rows.append({**rows[0], "url": "https://imgur.example/elsewhere.jpg",
+                     "permalink": "/r/pics/comments/zz9zz/elsewhere/"})
+        data = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), data)
+        hub._create_repo("behavior-in-the-wild/BLIFT", "dataset", False, "tester")
+        hub.commit_files("behavior-in-the-wild/BLIFT", {"data/train-00000-of-00001.parquet": data.getvalue()})
+        # the loopback host stands for i.redd.it; everything else is the shipped file
+        stages["media.download"]["config"].update(hosts=["127.0.0.1"], allow_private_addresses=True)
+        stages["attributes"]["config"] = {"ocr": False}
+        pipe = tmp_path / "blift-hub.yaml"
+        pipe.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        run = tmp_path / "run"
+        child = ("import json, sys\nfrom pathlib import Path\nfrom blift.pipeline import RunOptions, run_pipeline\n"
+                 "r = run_pipeline(Path(sys.argv[1]), RunOptions(out=sys.argv[2], progress=False, workers=1))\n"
+                 "print(json.dumps(r.stats['stages']['instruct']))\n")
+        env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                   HF_DATASETS_OFFLINE="0", HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-c", child, str(pipe), str(run)], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["dropped"] == {"no_media": 1}
+    records = {r["id"]: r for r in read_dataset(run / "instructions", "instructions").to_pylist()}
+    assert set(records) == {f"reddit:ab{i}cd:{task}" for i in range(1, 4) for task in ("behavior", "content")}
+    rec = records["reddit:ab2cd:behavior"]
+    human, answer = (t["value"] for t in rec["conversations"])
+    assert rec["template"] == "generic_image_behavior" and rec["media"][0].startswith("media_files/")
+    assert 'This image was shared on Reddit.\nIt was posted in r/pics.\nIts title is "Sunset over the lake 2".' in human
+    assert human.endswith("Give the number of comments and the top comments.")
+    listed = "\n".join(f"{k}. {c}" for k, c in enumerate(WORDY[:3], 1))
+    assert answer == "Number of comments: 20\nTop comments:\n" + listed
+    assert rec["targets"]["num_comments"] == 20 and rec["targets"]["score"] is None
+    assert len(rec["targets"]["comments"]) == 3 and records["reddit:ab2cd:content"]["targets"] is None
