@@ -19,5 +19,6 @@ The parts, one job each:
   against the allowed folders and copied into the run's content-addressed store;
 * :mod:`~blift.collect.table.seen`: which ids the stream has already written, in 8 bytes each;
 * :mod:`~blift.collect.table.read`: the stage (``table.read``), a stream stage that buckets
-  every table by item, like ``reddit.dumps``.
+  every table by item, like ``reddit.dumps``; its reading part (``TableStreamStage``, ``RowStream``)
+  is shared with sources that map the rows their own way (``cbc.read``).
 """

@@ -59,8 +59,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -73,6 +74,7 @@ from blift.collect.table.mapping import (
     BehaviorColumn,
     ColumnMap,
     MapContext,
+    MappedRow,
     TableMapping,
     check_behavior_names,
     map_row,
@@ -137,21 +139,16 @@ class TableReadConfig(StageConfig):
                             collected_at_column=column)
 
 
-class TableReadStage(StreamStage):
-    """Stream tables (files or a Hub dataset) into co-partitioned items, comments, behavior, videos."""
+class TableStreamStage(StreamStage):
+    """A stream stage reading ``table.read``'s requests (files, folders, globs, URLs or a Hub
+    dataset: :mod:`~blift.collect.table.inputs`) row by row into bucketed tables. What a row
+    becomes is the subclass's :meth:`row_stream`; the reading, the error rows of bad rows and
+    stopped inputs, the duplicate ids and the counters are the same for every such source
+    (``table.read``, and ``cbc.read`` for LCBM's Content Behavior Corpus)."""
 
-    name: ClassVar[str] = "table.read"
-    version: ClassVar[int] = 1
     inputs: ClassVar[dict[str, str]] = {"requests": "requests"}
-    outputs: ClassVar[dict[str, str]] = {name: name for name in OUTPUTS}
     resources: ClassVar[str] = "io"
     request_paths: ClassVar[tuple[str, ...]] = ("path", "media_roots")
-    Config: ClassVar[type[StageConfig]] = TableReadConfig
-
-    config: TableReadConfig
-
-    def describe(self) -> str:
-        return f"{self.name} (platform {self.config.platform}, {self.buckets()} buckets)"
 
     @classmethod
     def expand_requests(cls, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -167,13 +164,13 @@ class TableReadStage(StreamStage):
                          "spec": canonical_json(spec).decode()})
         return rows
 
-    # ------------------------------------------------------------------------------- stream
+    def row_stream(self, sink: ShardSink, counters: Counter[str]) -> RowStream[Any]:
+        """The state of one stream: what each row becomes."""
+        raise NotImplementedError
 
     def stream(self, requests: list[dict[str, Any]], sink: ShardSink) -> dict[str, int]:
-        counters: Counter[str] = Counter({"in": 0, "invalid": 0, **{name: 0 for name in OUTPUTS}})
-        fixed = self.config.fixed_time()
-        run = _Run(self, sink, counters, SeenIds(), MediaResolver(self.run_dir, self.config.store),
-                   fixed or now_utc())
+        counters: Counter[str] = Counter({"in": 0, "invalid": 0, **dict.fromkeys(self.outputs, 0)})
+        run = self.row_stream(sink, counters)
         for request in requests:
             rid = request.get("request_id", "?")
             try:
@@ -182,83 +179,149 @@ class TableReadStage(StreamStage):
                 raise ConfigError(f"{self.name}: request {rid}: unreadable spec ({exc})") from None
             where = f"{self.name}: request {rid} ({spec.get('path') or spec.get('dataset')})"
             for table in inputs_of(request.get("kind") or "path", spec, where):
-                run.read(table, where)
-        run.out.flush()
-        counters.update(run.media.counts)
+                run.read(table, where, str(rid))
+        run.finish()
         return dict(counters)
 
 
-class _Run:
-    """One stream's state: the sink, the counters, the ids seen, the media store."""
+class TableReadStage(TableStreamStage):
+    """Stream tables (files or a Hub dataset) into co-partitioned items, comments, behavior, videos."""
 
-    def __init__(self, stage: TableReadStage, sink: ShardSink, counters: Counter[str], seen: SeenIds,
-                 media: MediaResolver, collected_at: datetime) -> None:
-        self.stage, self.sink, self.counters, self.seen, self.media = stage, sink, counters, seen, media
-        self.mapping = stage.config.mapping()
-        self.mode = stage.config.columns.media_kind
+    name: ClassVar[str] = "table.read"
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, str]] = {name: name for name in OUTPUTS}
+    Config: ClassVar[type[StageConfig]] = TableReadConfig
+
+    config: TableReadConfig
+
+    def describe(self) -> str:
+        return f"{self.name} (platform {self.config.platform}, {self.buckets()} buckets)"
+
+    def row_stream(self, sink: ShardSink, counters: Counter[str]) -> RowStream[Any]:
+        return _TableRows(self, sink, counters)
+
+
+@dataclass(frozen=True)
+class RowAt:
+    """Where a row was read: its input, its number there (from 1), the request it belongs to,
+    and ``where`` ("<input>: row <n>") for messages."""
+
+    table: TableInput
+    number: int
+    request_id: str
+    where: str
+
+
+MappedT = TypeVar("MappedT")
+
+
+class RowStream(Generic[MappedT]):
+    """One stream's state (the sink, the counters, the ids seen, the snapshot time) and the walk
+    over an input's rows. A subclass says what a row is: :meth:`map` (pure; raises InvalidRecord
+    naming the row and column) gives its uid, and :meth:`tables` (called only for a uid not seen
+    before; may still raise InvalidRecord, e.g. for media) its rows per output table."""
+
+    def __init__(self, stage: TableStreamStage, sink: ShardSink, counters: Counter[str], collected_at: datetime,
+                 batch_rows: int) -> None:
+        self.stage, self.sink, self.counters = stage, sink, counters
+        self.seen = SeenIds()
         self.buckets = stage.buckets()
         self.collected_at = collected_at
+        self.batch_rows = batch_rows
         self.salt = author_salt()
-        self.out = _Buffers(sink)
+        self.out = _Buffers(sink, dict(stage.outputs))
 
-    def read(self, table: TableInput, where: str) -> None:
+    def check_columns(self, columns: list[str], where: str) -> None:
+        """At an input's first batch: raise ConfigError when it lacks columns the stream needs."""
+
+    def map(self, row: dict[str, Any], at: RowAt, ctx: MapContext) -> tuple[str, str, MappedT]:
+        """(uid, record id, mapped row)."""
+        raise NotImplementedError
+
+    def tables(self, mapped: MappedT, at: RowAt) -> dict[str, list[dict[str, Any]]]:
+        """The rows of each output table for one new item."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """After the last input: hand every buffered row to the sink."""
+        self.out.flush()
+
+    def read(self, table: TableInput, where: str, request_id: str) -> None:
         """Every row of one input into the sink; a stop of the input is one error row."""
         ctx = MapContext(collected_at=self.collected_at, salt=self.salt, raw_extra=table.raw_extra)
         number, checked = 0, False
         self.counters["inputs"] += 1
         try:
-            for batch in table.read(self.stage.config.batch_rows):
+            for batch in table.read(self.batch_rows):
                 if not checked and batch.columns is not None:
-                    self.mapping.check_columns(batch.columns, f"{where}: {table.label}")
+                    self.check_columns(batch.columns, f"{where}: {table.label}")
                     checked = True
                 for row in batch.rows:
                     number += 1
-                    self._row(row, number, table, ctx)
+                    self._row(row, RowAt(table, number, request_id, f"{table.label}: row {number}"), ctx)
         except InputStopped as exc:
             self.counters["inputs_stopped"] += 1
             self.sink.fail(RecordFailure(
                 record_key=f"{table.label}:{number + 1}", error_class=exc.error_class, error_type="input_stopped",
                 message=f"{table.label}: unreadable after row {number}: {exc}; the rest of this input is skipped"))
 
-    def _row(self, row: dict[str, Any] | BadRow, number: int, table: TableInput, ctx: MapContext) -> None:
+    def _row(self, row: dict[str, Any] | BadRow, at: RowAt, ctx: MapContext) -> None:
         self.counters["in"] += 1
-        where = f"{table.label}: row {number}"
         try:
             if isinstance(row, BadRow):
-                raise InvalidRecord(f"{where}: {row.message}", error_type=row.error_type)
-            mapped = map_row(row, self.mapping, ctx, where)
-            h = uid_hash(mapped.uid)
+                raise InvalidRecord(f"{at.where}: {row.message}", error_type=row.error_type)
+            uid, record_id, mapped = self.map(row, at, ctx)
+            h = uid_hash(uid)
             if h in self.seen:
                 self.counters["dropped:duplicate_id"] += 1
-                self.sink.drop([{"stage": self.stage.name, "table": "items", "uid": mapped.uid,
-                                 "record_id": mapped.item["item_id"], "reason": "duplicate_id",
-                                 "detail": f"{where}: id {mapped.item['item_id']!r} was read before; "
-                                           "the first row is kept"}])
+                self.sink.drop([{"stage": self.stage.name, "table": "items", "uid": uid, "record_id": record_id,
+                                 "reason": "duplicate_id",
+                                 "detail": f"{at.where}: id {record_id!r} was read before; the first row is kept"}])
                 return
-            media = self.media.resolve(mapped.media, self.mode, table.roots, table.base, where)
+            out = self.tables(mapped, at)
         except InvalidRecord as exc:
             self.counters["invalid"] += 1
             self.counters[f"invalid:{exc.error_type}"] += 1
-            self.sink.fail(RecordFailure(record_key=f"{table.label}:{number}", error_class=ErrorClass.INVALID,
-                                         error_type=exc.error_type, message=str(exc)))
+            self.sink.fail(RecordFailure(record_key=f"{at.table.label}:{at.number}",
+                                         error_class=ErrorClass.INVALID, error_type=exc.error_type, message=str(exc)))
             return
         self.seen.add(h)
+        bucket = h % self.buckets
+        for dataset, rows in out.items():
+            if rows:
+                self.out.add(dataset, bucket, rows)
+                self.counters[dataset] += len(rows)
+
+
+class _TableRows(RowStream[MappedRow]):
+    """``table.read``'s rows: the column mapping, and the media each row names."""
+
+    def __init__(self, stage: TableReadStage, sink: ShardSink, counters: Counter[str]) -> None:
+        config = stage.config
+        super().__init__(stage, sink, counters, config.fixed_time() or now_utc(), config.batch_rows)
+        self.media = MediaResolver(stage.run_dir, config.store)
+        self.mapping = config.mapping()
+        self.mode = config.columns.media_kind
+
+    def check_columns(self, columns: list[str], where: str) -> None:
+        self.mapping.check_columns(columns, where)
+
+    def map(self, row: dict[str, Any], at: RowAt, ctx: MapContext) -> tuple[str, str, MappedRow]:
+        mapped = map_row(row, self.mapping, ctx, at.where)
+        return mapped.uid, mapped.item["item_id"], mapped
+
+    def tables(self, mapped: MappedRow, at: RowAt) -> dict[str, list[dict[str, Any]]]:
+        media = self.media.resolve(mapped.media, self.mode, at.table.roots, at.table.base, at.where)
         item = mapped.item
         item["media_kind"] = media.kind or ("text" if item["title"] or item["text"] else "other")
         item["media_urls"] = media.urls
         item["url"] = media.first_url or item["permalink"]
-        bucket = h % self.buckets
-        self.out.add("items", bucket, [item])
-        self.counters["items"] += 1
-        if mapped.comments:
-            self.out.add("comments", bucket, mapped.comments)
-            self.counters["comments"] += len(mapped.comments)
-        if mapped.behavior:
-            self.out.add("behavior", bucket, mapped.behavior)
-            self.counters["behavior"] += len(mapped.behavior)
-        if media.video_file is not None:
-            self.out.add("videos", bucket, [{"uid": mapped.uid, **media.video_file}])
-            self.counters["videos"] += 1
+        video = [{"uid": mapped.uid, **media.video_file}] if media.video_file is not None else []
+        return {"items": [item], "comments": mapped.comments, "behavior": mapped.behavior, "videos": video}
+
+    def finish(self) -> None:
+        super().finish()
+        self.counters.update(self.media.counts)
 
 
 class _Buffers:
@@ -268,8 +331,10 @@ class _Buffers:
     a ~115 us row (CSV, one comment, three behavior values, 8 buckets), these take ~4. At most
     ``max_rows`` rows wait in all; the rows of a bucket keep the input order."""
 
-    def __init__(self, sink: ShardSink, flush_rows: int = 4096, max_rows: int = 32768) -> None:
+    def __init__(self, sink: ShardSink, outputs: dict[str, str], flush_rows: int = 4096,
+                 max_rows: int = 32768) -> None:
         self.sink, self.flush_rows, self.max_rows = sink, flush_rows, max_rows
+        self.schemas = outputs  # dataset -> schema name
         self.parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.rows = 0
         self.tables = getattr(sink, "accepts_tables", False)
@@ -292,7 +357,7 @@ class _Buffers:
         self.rows -= len(rows)
         dataset, bucket = key
         if self.tables:  # the rows are ours, complete and typed: no per-row key check needed
-            table = pa.Table.from_pylist(rows, schema=schemas.get(dataset).arrow)
+            table = pa.Table.from_pylist(rows, schema=schemas.get(self.schemas[dataset]).arrow)
             self.sink.write(dataset, bucket, table)
         else:
             self.sink.write(dataset, bucket, rows)
