@@ -196,7 +196,7 @@ from blift.pipeline import RunOptions, run_pipeline
 out = {}
 for pipe, run, only in json.loads(sys.argv[1]):
     r = run_pipeline(Path(pipe), RunOptions(out=run, progress=False), only=only)
-    out[run] = r.stats['stages']['cbc.read']
+    out[run] = r.stats['stages']
 print(json.dumps(out))
 """
 
@@ -214,7 +214,7 @@ def test_the_shipped_pipeline_reads_a_replica_of_the_corpus_from_the_stand_in_hu
     test_pipe.write_text(yaml.safe_dump({"name": "cbc-test", "stages": [
         {"stage": "cbc.read", "requests": [{"dataset": REPO, "split": "test"}], "config": {"buckets": 2}}]}))
     train_run, test_run = tmp_path / "train", tmp_path / "test"
-    jobs = [[str(ROOT / "pipelines" / "cbc-hub.yaml"), str(train_run), ["cbc.read"]],
+    jobs = [[str(ROOT / "pipelines" / "cbc-hub.yaml"), str(train_run), None],  # the whole shipped pipeline
             [str(test_pipe), str(test_run), None]]
     with HubServer() as hub:
         hub._create_repo(REPO, "dataset", False, "tester")
@@ -229,7 +229,7 @@ def test_the_shipped_pipeline_reads_a_replica_of_the_corpus_from_the_stand_in_hu
         ranged = [r for r in hub.log("resolve", REPO) if r.status == 206]
     assert ranged, "the rows came through ranged reads of the dataset's files (streaming), not a download"
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
-    train = stats[str(train_run)]
+    train = stats[str(train_run)]["cbc.read"]
     assert train["records_in"] == 5 and train["errors"] == {"invalid": 1} and train["dropped"] == {"duplicate_id": 1}
     assert train["out"] == {"items": 3, "videos": 3, "behavior": 6, "transcripts": 3, "captions": 9,
                             "attributes": 8, "video_refs": 3}
@@ -325,12 +325,26 @@ def test_the_shipped_pipeline_reads_a_replica_of_the_corpus_from_the_stand_in_hu
     assert (dropped["reason"], dropped["uid"]) == ("duplicate_id", "youtube:aB3dE5fG7hI")
     assert dropped["detail"].startswith(f"{REPO}[train]: row 5: id 'aB3dE5fG7hI' was read before")
 
-    test = stats[str(test_run)]
+    test = stats[str(test_run)]["cbc.read"]
     assert test["out"]["items"] == 2 and test["errors"] == {}
     test_items = {r["uid"]: r for r in tables(test_run)["items"]}
     assert sorted(test_items) == ["youtube:Tt4Ss5Rr6Qq", "youtube:Uu7Vv8Ww9Xx"]
     assert unpack_raw(test_items["youtube:Uu7Vv8Ww9Xx"]["raw"])["_source"]["split"] == "test"
     assert test_items["youtube:Uu7Vv8Ww9Xx"]["like_count"] == 3
+
+    # the shipped pipeline's instruct step: text-only records from the annotations alone
+    assert stats[str(train_run)]["instruct"]["dropped"] == {}
+    records = {r["id"]: r for r in read_dataset(train_run / "instructions", "instructions").to_pylist()}
+    assert set(records) == {f"{uid}:{task}" for uid in items for task in ("behavior", "content")}
+    zephyr = records["youtube:aB3dE5fG7hI:behavior"]
+    human, answer = (t["value"] for t in zephyr["conversations"])
+    assert zephyr["template"] == "video_annotations_behavior" and zephyr["media"] == [] and "<image>" not in human
+    assert 'Its title is "Zephyr | The city bike".' in human and "It was posted in Zephyr Bikes." in human
+    assert 'The audio says: "Meet the new Zephyr bike. Built for the city."' in human
+    assert "Scene 1: Caption: a man riding a bicycle down a city street." in human
+    assert 'On-screen text: "ZEPHYR Ride further".' in human
+    assert answer == "Likes: 1234\nViews: 98765\nLike ratio: 1.2%"
+    assert records["youtube:Zx9_Yw8-Vu7:behavior"]["conversations"][1]["value"] == "Views: 5000"  # likes unknown
 
 
 # ------------------------------------------------------------------------------ local copies
