@@ -474,3 +474,17 @@ def test_real_takedown_rerenders_the_card_with_counts_and_no_ids(built, tmp_path
     assert sum(s["num_examples"] for s in infos["items"]["splits"]) == len(written["items"]) - 2
     # one video with a heatmap is left: one replay plot, the stale second one is gone
     assert (copy / "assets" / "replay_1.png").is_file() and not (copy / "assets" / "replay_2.png").exists()
+
+
+def test_blifts_own_record_kinds_are_explained_only_when_present(built, monkeypatch):
+    _, out, _ = built
+    _, body = _split_card(render_card(out))
+    assert "`generic_*` records are blift's" not in body and "`video_annotations_*` records" not in body
+    import blift.release.card as card
+
+    kinds = [{"task": "behavior", "media_kind": "image", "template": "generic_image_behavior v1", "records": "3"},
+             {"task": "behavior", "media_kind": "video", "template": "video_annotations_behavior v1", "records": "2"}]
+    monkeypatch.setattr(card, "_tasks", lambda release_dir, manifest: kinds)
+    _, body = _split_card(render_card(out))
+    assert "`generic_*` records are blift's, not the paper's" in body
+    assert "`video_annotations_*` records are text-only" in body

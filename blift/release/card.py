@@ -496,6 +496,7 @@ def build_context(release_dir: Path, *, repo_id: str | None = None) -> dict[str,
     if any(c.schema_name == "comments" for c in manifest.configs.values()):
         behaviors.append("comment texts")
     main = manifest.configs[default]
+    record_kinds = _tasks(release_dir, manifest)
     return {
         "front_matter": yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False,
                                        width=1000),
@@ -526,7 +527,10 @@ def build_context(release_dir: Path, *, repo_id: str | None = None) -> dict[str,
         "default_split": next(iter(_split_order(main)), "train"),
         "default_schema": main.schema_name,
         "has_instructions": any(c.schema_name == "instructions" for c in manifest.configs.values()),
-        "tasks": _tasks(release_dir, manifest),
+        "tasks": record_kinds,
+        # blift's own record kinds the card explains when the release holds them
+        "generic_records": any(str(t["template"]).startswith("generic_") for t in record_kinds),
+        "annotation_records": any(str(t["template"]).startswith("video_annotations_") for t in record_kinds),
         "images": manifest.images,
         "videos": manifest.videos,
         "media_files": _num(manifest.media_files),
