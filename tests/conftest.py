@@ -18,4 +18,4 @@ os.environ.setdefault("BLIFT_AUTHOR_SALT", "test-salt")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 # Fixtures shared between test modules live in these modules, never in a test module.
-pytest_plugins = ["toy_runs", "ray_cluster", "dump_files", "servers.s3_server"]
+pytest_plugins = ["toy_runs", "ray_cluster", "dump_files", "servers.s3_server", "youtube_fakes"]

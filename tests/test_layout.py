@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "blift"
 
 BUILT_IN = {"reddit.list", "reddit.collect", "reddit.dumps", "reddit.refresh", "youtube.list", "youtube.collect",
-            "media.download", "folder.scan", "table.read", "cbc.read",
+            "youtube.linked", "media.download", "folder.scan", "table.read", "cbc.read",
             "clean", "scenes", "asr", "attributes", "caption", "instruct"}
 
 

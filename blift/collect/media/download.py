@@ -1,7 +1,8 @@
 """``media.download``: fetch the images of image and gallery posts into a content-addressed store,
-and describe the video files ``youtube.collect`` already stored. Images a source took from the
-user's own folders arrive as ``run:`` references to files already in the store
-(:mod:`blift.collect.media.local`) and get the same checks without any network.
+and describe the video files ``youtube.collect`` (or ``youtube.linked``, for a post linking a
+YouTube video) already stored. Images a source took from the user's own folders arrive as
+``run:`` references to files already in the store (:mod:`blift.collect.media.local`) and get
+the same checks without any network.
 
 One item in, one ``media`` row per entry of its ``media_urls`` out (gallery order kept). Video
 items with a ``videos`` row get one row from that row's file: probed with ffprobe when the

@@ -8,9 +8,10 @@ leave this module in clear; the whole dict is kept (compressed, authors scrubbed
 from __future__ import annotations
 
 import html
+import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from blift.collect.fields import float_field, int_field
 from blift.errors import InvalidRecord
@@ -20,6 +21,12 @@ REDDIT = "https://www.reddit.com"
 IMAGE_HOSTS = {"i.redd.it", "i.imgur.com", "preview.redd.it", "i.reddituploads.com"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 VIDEO_EXTS = (".gifv", ".mp4", ".webm", ".mov")
+YOUTUBE_WATCH = "https://www.youtube.com/watch?v={}"
+_YOUTUBE_HOST = re.compile(r"^(?:(?:www|m|music)\.)?youtube(?:-nocookie)?\.com$|^(?:www\.)?youtu\.be$")
+_YOUTUBE_PATH = re.compile(r"^/(?:shorts|embed|live|v)/([A-Za-z0-9_-]{11})(?:[/?#]|$)")
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_IFRAME_SRC = re.compile(r"""\ssrc\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
+_THUMBNAIL_ID = re.compile(r"^https?://i\d?\.ytimg\.com/vi(?:_webp)?/([A-Za-z0-9_-]{11})/")
 
 
 def _time(data: dict[str, Any], field: str, where: str) -> datetime | None:
@@ -47,8 +54,57 @@ def _bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def youtube_id(url: str) -> str | None:
+    """The video id of a YouTube video URL (watch, youtu.be, shorts, embed, live; www, m, music
+    and nocookie hosts), else None. A light check on purpose: dumps map millions of posts, and
+    the YouTube stages resolve the link again with yt-dlp's own extractor."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not _YOUTUBE_HOST.match(host):
+        return None
+    if host.endswith("youtu.be"):
+        vid = parts.path.strip("/").split("/", 1)[0]
+        return vid if _YOUTUBE_ID.match(vid) else None
+    if parts.path.rstrip("/") == "/watch":
+        vid = (parse_qs(parts.query).get("v") or [""])[0]
+        return vid if _YOUTUBE_ID.match(vid) else None
+    m = _YOUTUBE_PATH.match(parts.path)
+    return m.group(1) if m and m.group(1) != "videoseries" else None  # embed/videoseries?list=: a playlist
+
+
+def _oembed_youtube(data: dict[str, Any]) -> str | None:
+    """The YouTube video Reddit embedded for a post (``media``/``secure_media`` of type
+    youtube.com) when the post's own URL does not name it (an attribution link, a shortener):
+    from the oembed iframe's ``src``, else its thumbnail URL."""
+    for key in ("secure_media", "media"):
+        media = data.get(key)
+        if not isinstance(media, dict):
+            continue
+        oembed = media.get("oembed")
+        if not isinstance(oembed, dict):
+            continue
+        kind = str(media.get("type") or "").lower()
+        provider = str(oembed.get("provider_name") or "").lower()
+        if kind not in ("youtube.com", "m.youtube.com", "youtu.be") and provider != "youtube":
+            continue
+        src = _IFRAME_SRC.search(html.unescape(str(oembed.get("html") or "")))
+        vid = youtube_id(html.unescape(src.group(1))) if src else None
+        if vid is None:
+            thumb = _THUMBNAIL_ID.match(html.unescape(str(oembed.get("thumbnail_url") or "")))
+            vid = thumb.group(1) if thumb else None
+        if vid is not None:
+            return YOUTUBE_WATCH.format(vid)
+    return None
+
+
 def classify_media(data: dict[str, Any]) -> tuple[str, list[str]]:
-    """(media_kind, media_urls) of a submission: image, gallery, video, text, link or other."""
+    """(media_kind, media_urls) of a submission: image, gallery, video, text, link or other.
+
+    A link to a YouTube video is a video whatever ``post_hint`` says (old posts and dumps often
+    have none): its URL as posted, or the watch URL of the video Reddit embedded for it."""
     if data.get("is_gallery") or data.get("gallery_data"):
         meta = data.get("media_metadata") or {}
         order = [g.get("media_id") for g in (data.get("gallery_data") or {}).get("items", [])] or list(meta)
@@ -63,6 +119,12 @@ def classify_media(data: dict[str, Any]) -> tuple[str, list[str]]:
                 urls.append(html.unescape(url))
         return ("gallery", urls) if urls else ("other", [])
     url = html.unescape(data.get("url_overridden_by_dest") or data.get("url") or "")
+    if not data.get("is_self"):
+        if youtube_id(url):
+            return "video", [url]
+        embedded = _oembed_youtube(data)
+        if embedded:
+            return "video", [embedded]
     parts = urlsplit(url)
     path = parts.path.lower()
     if data.get("is_video") or data.get("post_hint") in ("hosted:video", "rich:video") or path.endswith(VIDEO_EXTS):

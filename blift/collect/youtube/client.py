@@ -25,7 +25,7 @@ import re
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 
@@ -125,13 +125,25 @@ class VideoRef:
 
 
 def youtube_video_id(url: str) -> str | None:
-    """The 11-character id of a YouTube video URL (watch, youtu.be, shorts, embed, live, bare id)."""
+    """The 11-character id of a YouTube video URL (watch, youtu.be, shorts, embed, live, bare id).
+
+    A video URL that also names a playlist (``watch?v=<id>&list=<id>``, common in shared links)
+    is that video: yt-dlp's video extractor declines such URLs (its playlist extractor takes
+    them), so the id is read with the ``list`` parameter removed."""
     from yt_dlp.extractor.youtube import YoutubeIE
 
     try:
-        return YoutubeIE._match_id(url) if YoutubeIE.suitable(url) else None
-    except (AssertionError, IndexError, AttributeError):
+        if YoutubeIE.suitable(url):
+            return str(YoutubeIE._match_id(url))
+        parts = urlsplit(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if "list" in query:
+            query.pop("list")
+            bare = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+            return str(YoutubeIE._match_id(bare)) if YoutubeIE.suitable(bare) else None
+    except (AssertionError, IndexError, AttributeError, ValueError):
         return None
+    return None
 
 
 def video_ref(url: str) -> VideoRef:

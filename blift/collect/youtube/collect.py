@@ -5,6 +5,9 @@ and the file at the configured format, moved into the content-addressed media st
 
 Rules run inside yt-dlp as its ``match_filter``: yt-dlp calls it after reading the video page and
 before it fetches comments or any media, which is exactly where a drop costs nothing more.
+
+One video's fetch (page or saved info dict, rules, subtitles, file) is :class:`VideoFetcher`,
+which ``youtube.linked`` (the videos other platforms' posts link to) uses as well.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -43,7 +48,7 @@ from blift.collect.youtube.rows import (
 from blift.errors import InvalidRecord, PermanentError, TransientError, causes
 from blift.ids import now_utc, short_id, utc_from_epoch
 from blift.stage import RecordOutput, RecordStage, ShardInput
-from blift.storage import local_dir
+from blift.storage import RunPath, local_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +58,16 @@ log = logging.getLogger(__name__)
 # youtube.collect
 
 
-class YoutubeCollectConfig(YoutubeClientConfig):
+class YoutubeFetchConfig(YoutubeClientConfig):
+    """How one video is fetched, shared by ``youtube.collect`` and ``youtube.linked``: the file's
+    format and caps, subtitles, and the paper's rules."""
+
     threads: int = Field(2, ge=1, le=64, description="videos collected concurrently per worker")
     format: str = Field(DEFAULT_FORMAT, min_length=1, description="yt-dlp format selector for the file")
     download: bool = Field(True, description="download the video file (false: metadata and comments only)")
     max_bytes: int = Field(200 * 1024 * 1024, gt=0, description="size cap of a video file; larger -> failed/too_large")
     store: str = Field("media_files",
                        description="folder under the run folder for the files (shared with media.download)")
-    max_comments: int = Field(100, ge=0, description="comments fetched per video (yt-dlp max_comments); 0: none")
-    comment_sort: Literal["top", "new"] = "top"
     subtitle_langs: list[str] = Field(default_factory=lambda: ["en"], description="subtitle languages kept as text")
     subtitle_max_bytes: int = Field(2_000_000, gt=0, description="size cap of one subtitle file")
     # the paper's rules, applied before anything but the video page is fetched
@@ -82,6 +88,11 @@ class YoutubeCollectConfig(YoutubeClientConfig):
         return Rules(min_views=self.min_views or None, exclude_categories=tuple(self.exclude_categories),
                      drop_age_limited=self.drop_age_limited, drop_not_public=self.drop_not_public,
                      max_duration_s=self.max_duration_s)
+
+
+class YoutubeCollectConfig(YoutubeFetchConfig):
+    max_comments: int = Field(100, ge=0, description="comments fetched per video (yt-dlp max_comments); 0: none")
+    comment_sort: Literal["top", "new"] = "top"
 
 
 class _Gate:
@@ -143,7 +154,70 @@ class YoutubeCollectStage(RecordStage):
         item_id, url = str(payload.get("item_id") or ""), payload.get("url")
         if not item_id or not isinstance(url, str) or not url:
             raise InvalidRecord(f"{key}: fields 'item_id' and 'url' are required")
-        tmp_root = local_dir(self.run_dir) / ".tmp" / "youtube.collect"
+        fetcher = VideoFetcher(cfg, self.run_dir, self.name, max_comments=cfg.max_comments,
+                               comment_sort=cfg.comment_sort)
+        got = fetcher.fetch(key, url, f"video {key}")
+        if got.drop is not None:
+            reason, detail = got.drop
+            return RecordOutput(dropped=[{"table": "video_refs", "uid": key, "record_id": key, "reason": reason,
+                                          "detail": detail}], counters={f"dropped_{reason}": 1})
+        info = got.info
+        if str(info.get("id")) != item_id:
+            log.warning("youtube.collect: %s: yt-dlp reports id %r; rows keep the ref's id", key, info.get("id"))
+        counters = got.counters
+        comments, capped = comment_rows(info, uid=key, collected_at=got.collected_at, limit=cfg.max_comments)
+        counters["comments"] = len(comments)
+        counters["comments_capped"] = capped
+        counters[f"file_{got.file['file_status']}"] = 1
+        item = item_row(info, uid=key, item_id=item_id, source=got.source, collected_at=got.collected_at)
+        video = video_row(info, uid=key, source_info=got.source_info, subtitles=got.subtitles,
+                          comments_estimated=comment_times_estimated(info), file=got.file)
+        return RecordOutput(tables={"items": [item], "videos": [video], "comments": comments}, counters=counters)
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching one video
+
+
+@dataclass
+class Fetched:
+    """One video as yt-dlp gave it: the info dict, and (unless a rule dropped it, in which case
+    nothing but the video page was fetched) its subtitles and file."""
+
+    info: dict[str, Any]
+    source: str  # "api" (live extraction) or "info_json" (a saved info dict)
+    collected_at: datetime
+    drop: tuple[str, str] | None = None  # (reason, detail) of the rule that dropped the video
+    subtitles: list[dict[str, str]] = field(default_factory=list)
+    file: dict[str, Any] = field(default_factory=dict)  # FILE_COLUMNS
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def source_info(self) -> str:
+        """The ``videos.source_info`` value."""
+        return "extract" if self.source == "api" else "info_json"
+
+
+class VideoFetcher:
+    """Fetch one video through yt-dlp: the page (or a saved ``.info.json``), the paper's rules as
+    yt-dlp's ``match_filter``, subtitles, then the file at the configured format, moved into the
+    content-addressed media store. ``youtube.collect`` and ``youtube.linked`` share it, so both
+    use the same options, rules, retries and error classes."""
+
+    def __init__(self, cfg: YoutubeFetchConfig, run_dir: RunPath, stage_name: str, *, max_comments: int = 0,
+                 comment_sort: str = "top") -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.stage_name = stage_name
+        self.max_comments = max_comments
+        self.comment_sort = comment_sort
+
+    def fetch(self, key: str, url: str, what: str) -> Fetched:
+        """``url``: a video URL, or a saved info dict's path (``path`` or ``path#<entry>``).
+        Raises the classified RecordError of a failed extraction; a failed file download is a
+        ``failed`` file status unless transient."""
+        cfg = self.cfg
+        tmp_root = local_dir(self.run_dir) / ".tmp" / self.stage_name
         tmp_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{short_id(key)}-", dir=tmp_root))
         gate = _Gate(cfg.rules())
@@ -158,9 +232,9 @@ class YoutubeCollectStage(RecordStage):
         params = {
             **base_params(cfg),
             "format": cfg.format,
-            "getcomments": cfg.max_comments > 0,
-            "extractor_args": {"youtube": {"max_comments": [str(cfg.max_comments)],
-                                           "comment_sort": [cfg.comment_sort]}},
+            "getcomments": self.max_comments > 0,
+            "extractor_args": {"youtube": {"max_comments": [str(self.max_comments)],
+                                           "comment_sort": [self.comment_sort]}},
             "match_filter": gate,
             "outtmpl": {"default": str(tmp / "video.%(ext)s")},
             "progress_hooks": [hook],
@@ -170,19 +244,17 @@ class YoutubeCollectStage(RecordStage):
         }
         ydl = make_ydl(params)
         try:
-            return self._collect(key, item_id, url, ydl, gate)
+            return self._fetch(key, url, what, ydl, gate)
         finally:
             ydl.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _collect(self, uid: str, item_id: str, url: str, ydl: Any, gate: _Gate) -> RecordOutput:
-        cfg = self.config
-        what = f"video {uid}"
+    def _fetch(self, key: str, url: str, what: str, ydl: Any, gate: _Gate) -> Fetched:
         saved_epoch = None
         try:
             if is_info_json_ref(url):
                 source = "info_json"
-                saved = load_info_json(url, uid)
+                saved = load_info_json(url, key)
                 saved_epoch = saved.get("epoch")
                 info = ydl.process_ie_result(saved, download=False)
             else:
@@ -196,40 +268,28 @@ class YoutubeCollectStage(RecordStage):
         if not isinstance(info, dict) or info.get("_type", "video") != "video":
             raise PermanentError(f"{what}: {url} is a {info.get('_type') if isinstance(info, dict) else 'nothing'}, "
                                  "not a single video", error_type="not_a_video")
-        if gate.drop is not None:
-            reason, detail = gate.drop
-            return RecordOutput(dropped=[{"table": "video_refs", "uid": uid, "record_id": uid, "reason": reason,
-                                          "detail": detail}], counters={f"dropped_{reason}": 1})
-        if str(info.get("id")) != item_id:
-            log.warning("youtube.collect: %s: yt-dlp reports id %r; rows keep the ref's id", uid, info.get("id"))
-        counters: dict[str, int] = {}
         collected_at = utc_from_epoch(saved_epoch) or now_utc()  # no (or an empty) saved epoch: now
+        if gate.drop is not None:
+            return Fetched(info, source, collected_at, drop=gate.drop)
+        counters: dict[str, int] = {}
         subtitles = self._subtitles(ydl, info, counters)
-        comments, capped = comment_rows(info, uid=uid, collected_at=collected_at, limit=cfg.max_comments)
-        counters["comments"] = len(comments)
-        counters["comments_capped"] = capped
-        file = self._download(ydl, info, what, counters) if cfg.download else {
+        file = self._download(ydl, info, what, counters) if self.cfg.download else {
             "file_status": "skipped", "file_reason": "download_disabled"}
-        counters[f"file_{file['file_status']}"] = 1
-        item = item_row(info, uid=uid, item_id=item_id, source="api" if source == "api" else "info_json",
-                        collected_at=collected_at)
-        video = video_row(info, uid=uid, source_info="extract" if source == "api" else "info_json",
-                          subtitles=subtitles, comments_estimated=comment_times_estimated(info), file=file)
-        return RecordOutput(tables={"items": [item], "videos": [video], "comments": comments}, counters=counters)
+        return Fetched(info, source, collected_at, subtitles=subtitles, file=file, counters=counters)
 
     def _subtitles(self, ydl: Any, info: dict[str, Any], counters: dict[str, int]) -> list[dict[str, str]]:
         """Subtitle tracks as text; a track that fails is counted and left out, never fatal."""
         out = []
-        for track in pick_subtitles(info, self.config.subtitle_langs):
+        for track in pick_subtitles(info, self.cfg.subtitle_langs):
             try:
                 with ydl.urlopen(track.url) as resp:
-                    body = resp.read(self.config.subtitle_max_bytes + 1)
-                if len(body) > self.config.subtitle_max_bytes:
-                    raise ValueError(f"larger than subtitle_max_bytes={self.config.subtitle_max_bytes}")
+                    body = resp.read(self.cfg.subtitle_max_bytes + 1)
+                if len(body) > self.cfg.subtitle_max_bytes:
+                    raise ValueError(f"larger than subtitle_max_bytes={self.cfg.subtitle_max_bytes}")
                 text = subtitle_text(body, track.ext)
             except Exception as exc:  # noqa: BLE001 - subtitles are optional: count and go on
                 counters["subtitles_failed"] = counters.get("subtitles_failed", 0) + 1
-                log.info("youtube.collect: %s subtitles %s/%s: %s: %s", info.get("id"), track.lang, track.kind,
+                log.info("%s: %s subtitles %s/%s: %s: %s", self.stage_name, info.get("id"), track.lang, track.kind,
                          type(exc).__name__, exc)
                 continue
             out.append({"lang": track.lang, "kind": track.kind, "text": text})
@@ -241,7 +301,7 @@ class YoutubeCollectStage(RecordStage):
         Permanent failures become a failed file status; transient ones fail the record."""
         from yt_dlp import YoutubeDL
 
-        cfg = self.config
+        cfg = self.cfg
         try:
             result = ydl.process_ie_result(YoutubeDL.sanitize_info(info, remove_private_keys=True), download=True)
         except _TooLarge as exc:

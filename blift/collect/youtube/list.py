@@ -16,7 +16,6 @@ import orjson
 from blift.collect.fields import request_error, request_spec
 from blift.collect.youtube.client import (
     WATCH_URL,
-    YOUTUBE_IE,
     VideoRef,
     YoutubeClientConfig,
     channel_videos_url,
@@ -25,7 +24,7 @@ from blift.collect.youtube.client import (
     video_ref,
     youtube_video_id,
 )
-from blift.collect.youtube.info_json import INFO_JSON
+from blift.collect.youtube.info_json import INFO_JSON, entry_ref, info_refs
 from blift.collect.youtube.rows import (
     YOUTUBE,
 )
@@ -222,7 +221,7 @@ class YoutubeListStage(RecordStage):
             if entry.get("_type") in ("playlist", "multi_video") or str(entry.get("ie_key") or "").endswith("Tab"):
                 counters["skipped_nested_lists"] += 1
                 continue
-            ref = _entry_ref(entry)
+            ref = entry_ref(entry)
             if ref is None:
                 counters["skipped_bad_entries"] += 1
                 log.warning("youtube.list: %s %s: entry without a usable URL or id: %.120r", kind, url, entry)
@@ -244,7 +243,7 @@ class YoutubeListStage(RecordStage):
                 data = orjson.loads(path.read_bytes())
                 if not isinstance(data, dict):
                     raise ValueError("not a JSON object")
-                found = _info_refs(data, path)
+                found = info_refs(data, path)
             except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
                 counters["bad_info_json"] += 1
                 dropped.append({"table": "info_json", "uid": None, "record_id": str(path), "reason": "bad_info_json",
@@ -254,36 +253,3 @@ class YoutubeListStage(RecordStage):
                 counters["playlist_files"] += 1
             refs.extend(found)
         return refs, counters, dropped
-
-
-def _entry_ref(entry: dict[str, Any]) -> VideoRef | None:
-    """A flat playlist entry to a ref: YouTube entries carry their id; others are named by URL."""
-    if entry.get("ie_key") == YOUTUBE_IE and entry.get("id"):
-        return VideoRef(str(entry["id"]), WATCH_URL.format(entry["id"]), YOUTUBE_IE)
-    url = entry.get("url") or entry.get("webpage_url")
-    if not isinstance(url, str):
-        return None
-    try:
-        return video_ref(url)
-    except ValueError:
-        return None
-
-
-def _info_refs(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
-    """Refs of one saved info dict: the video itself, or a playlist's entries (entries saved in
-    full point back into the file as ``path#i``; flat ones are collected live from their URL)."""
-    if data.get("_type") not in ("playlist", "multi_video"):
-        if not data.get("id"):
-            raise ValueError("field 'id' is missing")
-        return [(str(data["id"]), str(path))]
-    out = []
-    for i, entry in enumerate(data.get("entries") or []):
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("_type") in ("url", "url_transparent"):
-            ref = _entry_ref(entry)
-            if ref is not None:
-                out.append((ref.item_id, ref.url))
-        elif entry.get("id"):
-            out.append((str(entry["id"]), f"{path}#{i}"))
-    return out

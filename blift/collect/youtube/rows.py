@@ -200,8 +200,10 @@ FILE_COLUMNS = ("format_id", "file_status", "file_reason", "file_error", "file_p
 
 
 def video_row(info: dict[str, Any], *, uid: str, source_info: str, subtitles: list[dict[str, str]] | None,
-              comments_estimated: bool | None, file: dict[str, Any]) -> dict[str, Any]:
-    """A ``videos`` row; ``file`` holds the download result (FILE_COLUMNS)."""
+              comments_estimated: bool | None, file: dict[str, Any], counts: bool = False) -> dict[str, Any]:
+    """A ``videos`` row; ``file`` holds the download result (FILE_COLUMNS). ``counts``: also the
+    video's own behavior (views, likes, comments, heatmap), for a video another platform's item
+    links to (a YouTube item keeps these in its ``items`` row)."""
     where = f"video {uid}"
     unknown = set(file) - set(FILE_COLUMNS)
     if unknown:
@@ -224,6 +226,9 @@ def video_row(info: dict[str, Any], *, uid: str, source_info: str, subtitles: li
         "source_info": source_info,
         **dict.fromkeys(FILE_COLUMNS),
     }
+    if counts:
+        row.update(view_count=int_field(info, "view_count", where), like_count=int_field(info, "like_count", where),
+                   comment_count=int_field(info, "comment_count", where), heatmap=heatmap(info))
     row.update(file)
     return row
 
