@@ -387,6 +387,8 @@ def test_reddit_videos_end_to_end(host: VideoHost, clips, tmp_path: Path) -> Non
             {"stage": "youtube.linked", "config": {"info_json_dir": str(saved), "online": False, "retries": 0,
                                                    "max_duration_s": 500}},
             {"stage": "media.download"},
+            {"stage": "scenes"},
+            {"stage": "instruct", "inputs": {"items_clean": "items", "comments_clean": "comments"}},
         ]}))
         run_dir = tmp_path / "run"
         report = run_pipeline(pipe, RunOptions(out=run_dir, workers=1, progress=False))
@@ -438,6 +440,24 @@ def test_reddit_videos_end_to_end(host: VideoHost, clips, tmp_path: Path) -> Non
                                                                      "reddit:vreddit")} == {
             "reddit:ytlong": ("skipped", "too_long"), "reddit:ytnosave": ("skipped", "no_info_json"),
             "reddit:vreddit": ("skipped", "unsupported_kind")}
+
+        # the post's video behavior record: Reddit's behavior, the linked video's counts and replay
+        records = {r["id"]: r for r in tables.read_dataset(run_dir / "instructions", "instructions").to_pylist()}
+        rec = records["reddit:ytwatch:behavior"]
+        human, answer = (t["value"] for t in rec["conversations"])
+        assert rec["template"] == "reddit_video_behavior" and rec["media_kind"] == "video"
+        assert human.startswith("<image>\nThis video was posted on the subreddit r/videos with the title "
+                                '"post ytwatch".')
+        assert "Scene 1 (0:00-0:02)" in human
+        assert answer.startswith("Upvotes: 900\nUpvote ratio: 97%\nNumber of comments: ")
+        assert "Views of the video: 50000\nLikes of the video: 1200\nReplay value per scene: Scene 1: " in answer
+        assert answer.endswith("Top comments, ranked by score:\n1. what a video number 0\n2. what a video number 1"
+                               "\n3. what a video number 2")
+        assert rec["targets"]["score"] == 900 and rec["targets"]["view_count"] == 50_000
+        assert records["reddit:ytwatch:content"]["template"] == "reddit_video_content"
+        assert {r["uid"] for r in records.values()} == {"reddit:ytwatch", "reddit:ytrepost", "reddit:ytembed"}
+        dropped = report.stats["stages"]["instruct"]["dropped"]
+        assert dropped == {"no_media": 3}  # too long, not saved, v.redd.it (not downloaded here)
 
         # a rerun finds every shard done: nothing is asked of Reddit or fetched again
         before, reddit_before = len(host.log), len(reddit.log)
