@@ -421,7 +421,7 @@ def test_unsupported_kinds_and_empty_items_are_skipped(server: MediaServer, tmp_
     empty = item("e", "image", [], url=None)
     rows = run(stage, video, link, text, empty)
     assert [(r["uid"], r["status"], r["reason"], r["index"], r["url"]) for r in rows] == [
-        ("reddit:v", "skipped", "unsupported_kind", 0, "https://v.redd.it/abc"),
+        ("reddit:v", "skipped", "no_media", 0, "https://v.redd.it/abc"),  # videos are fetched: none named here
         ("reddit:l", "skipped", "unsupported_kind", 0, "https://example.org/article"),
         ("reddit:t", "skipped", "unsupported_kind", 0, ""),
         ("reddit:e", "skipped", "no_media", 0, ""),

@@ -77,7 +77,7 @@ def run_linked(stage: YoutubeLinkedStage, items: list[dict[str, Any]],
 
 def media_rows(run_dir: Path, items: list[dict[str, Any]], videos: list[dict[str, Any]]) -> dict[str, dict]:
     """media.download over the posts and their linked videos rows, via its records() like the runner."""
-    stage = DownloadStage(DownloadStage.Config(), run_dir=run_dir)
+    stage = DownloadStage(DownloadStage.Config(hosts=["127.0.0.1"]), run_dir=run_dir)  # offline: no v.redd.it
     shard = ShardInput("s", {"items": schemas.get("items").from_rows(items),
                              "videos": schemas.get("videos").from_rows(videos)}, run_dir)
     rows = []
@@ -119,7 +119,7 @@ def _oembed(vid: str) -> dict[str, Any]:
     ({"url": "https://bit.ly/abc", "secure_media": {"type": "youtube.com", "oembed": {
         "provider_name": "YouTube", "thumbnail_url": "https://i.ytimg.com/vi/dQw4w9WgXcQ/hqdefault.jpg"}}},
      ("video", ["https://www.youtube.com/watch?v=dQw4w9WgXcQ"])),
-    ({"url": "https://v.redd.it/abcdef", "is_video": True}, ("video", ["https://v.redd.it/abcdef"])),
+    ({"url": "https://v.redd.it/abcdef", "is_video": True}, ("video", ["https://v.redd.it/abcdef/DASHPlaylist.mpd"])),
     ({"url": "https://www.youtube.com/@SomeChannel"}, ("link", ["https://www.youtube.com/@SomeChannel"])),
     ({"url": "https://www.youtube.com/playlist?list=PL1", "media": {"type": "youtube.com", "oembed": {
         "provider_name": "YouTube", "html": "&lt;iframe src=\"https://www.youtube.com/embed/videoseries?list=PL1\""}}},
@@ -178,7 +178,11 @@ def test_linked_video_row_is_keyed_by_the_post(host: VideoHost, clips, tmp_path:
     assert (m["status"], m["url"], m["mime"], m["width"], m["height"], m["fps"], m["has_audio"]) == (
         "ok", "https://www.youtube.com/watch?v=AAAAAAAAAAA", "video/mp4", 160, 120, 10.0, True)
     assert m["duration_s"] == pytest.approx(2.0, abs=0.1) and m["path"] == video["file_path"]
-    assert (media["reddit:hosted"]["status"], media["reddit:hosted"]["reason"]) == ("skipped", "unsupported_kind")
+    assert (media["reddit:hosted"]["status"], media["reddit:hosted"]["reason"]) == ("skipped", "other_host")
+    # a YouTube link nobody fetched is a page, not a file: left to youtube.linked, no request made
+    before = len(host.log)
+    unfetched = media_rows(tmp_path, [post("p9", "https://youtu.be/AAAAAAAAAAA")], [])["reddit:p9"]
+    assert (unfetched["status"], unfetched["reason"]) == ("skipped", "youtube_link") and len(host.log) == before
 
 
 def test_a_video_linked_twice_is_fetched_once(host: VideoHost, clips, tmp_path: Path) -> None:
@@ -386,7 +390,7 @@ def test_reddit_videos_end_to_end(host: VideoHost, clips, tmp_path: Path) -> Non
             {"stage": "reddit.collect", "config": client},
             {"stage": "youtube.linked", "config": {"info_json_dir": str(saved), "online": False, "retries": 0,
                                                    "max_duration_s": 500}},
-            {"stage": "media.download"},
+            {"stage": "media.download", "config": {"hosts": ["127.0.0.1"]}},  # v.redd.it: not on loopback
             {"stage": "scenes"},
             {"stage": "instruct", "inputs": {"items_clean": "items", "comments_clean": "comments"}},
         ]}))
@@ -407,7 +411,7 @@ def test_reddit_videos_end_to_end(host: VideoHost, clips, tmp_path: Path) -> Non
             "reddit:ytembed": ("video", ["https://www.youtube.com/watch?v=SSSSSSSSSSS"]),
             "reddit:ytlong": ("video", ["https://m.youtube.com/watch?v=LLLLLLLLLLL"]),
             "reddit:ytnosave": ("video", ["https://www.youtube.com/shorts/NNNNNNNNNNN"]),
-            "reddit:vreddit": ("video", ["https://v.redd.it/abcdef"])}
+            "reddit:vreddit": ("video", ["https://v.redd.it/abcdef/DASHPlaylist.mpd"])}
         assert (items["reddit:ytwatch"]["score"], items["reddit:ytwatch"]["upvote_ratio"]) == (900, 0.97)
         assert items["reddit:ytwatch"]["view_count"] is None  # the post's own row keeps Reddit's behavior only
         comments = tables.read_dataset(run_dir / "comments", "comments").to_pylist()
@@ -439,7 +443,7 @@ def test_reddit_videos_end_to_end(host: VideoHost, clips, tmp_path: Path) -> Non
         assert {u: (media[u]["status"], media[u]["reason"]) for u in ("reddit:ytlong", "reddit:ytnosave",
                                                                      "reddit:vreddit")} == {
             "reddit:ytlong": ("skipped", "too_long"), "reddit:ytnosave": ("skipped", "no_info_json"),
-            "reddit:vreddit": ("skipped", "unsupported_kind")}
+            "reddit:vreddit": ("skipped", "other_host")}
 
         # the post's video behavior record: Reddit's behavior, the linked video's counts and replay
         records = {r["id"]: r for r in tables.read_dataset(run_dir / "instructions", "instructions").to_pylist()}

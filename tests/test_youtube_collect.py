@@ -259,7 +259,7 @@ def test_media_download_video_rows_without_a_file(tmp_path: Path) -> None:
             "media_kind": "video"}
     items = [{**base, "uid": "youtube:skip", "item_id": "skip", "media_urls": ["https://www.youtube.com/watch?v=skip"]},
              {**base, "uid": "youtube:gone", "item_id": "gone", "media_urls": ["https://www.youtube.com/watch?v=gone"]},
-             {**base, "uid": "reddit:vid", "platform": "reddit", "item_id": "vid", "media_urls": ["https://v.redd.it/x"]}]
+             {**base, "uid": "reddit:vid", "platform": "reddit", "item_id": "vid", "media_urls": []}]
     items.append({**base, "uid": "youtube:zero", "item_id": "zero", "media_urls": ["https://www.youtube.com/watch?v=zero"]})
     zero = tmp_path / "media_files" / "e3" / "zero.mp4"
     zero.parent.mkdir(parents=True)
@@ -273,7 +273,7 @@ def test_media_download_video_rows_without_a_file(tmp_path: Path) -> None:
     assert "empty file" in media["youtube:zero"]["error"]
     assert (media["youtube:skip"]["status"], media["youtube:skip"]["reason"]) == ("skipped", "download_disabled")
     assert (media["youtube:gone"]["status"], media["youtube:gone"]["reason"]) == ("failed", "missing_file")
-    assert (media["reddit:vid"]["status"], media["reddit:vid"]["reason"]) == ("skipped", "unsupported_kind")
+    assert (media["reddit:vid"]["status"], media["reddit:vid"]["reason"]) == ("skipped", "no_media")
 
 
 def test_probe_parsing(tmp_path: Path, clips) -> None:

@@ -1,15 +1,20 @@
 """``media.download``: fetch the images of image and gallery posts into a content-addressed store,
-and describe the video files ``youtube.collect`` (or ``youtube.linked``, for a post linking a
-YouTube video) already stored. Images a source took from the user's own folders arrive as
-``run:`` references to files already in the store (:mod:`blift.collect.media.local`) and get
-the same checks without any network.
+fetch the videos no collector stored (v.redd.it DASH, ``.gifv``, video URLs from any source:
+:mod:`blift.collect.media.video_fetch`; a YouTube link is left to ``youtube.linked``), and
+describe the video files ``youtube.collect`` or ``youtube.linked`` (for a post linking a YouTube
+video) already stored. Images a source took from the user's own folders arrive as ``run:``
+references to files already in the store (:mod:`blift.collect.media.local`) and get the same
+checks without any network.
 
 One item in, one ``media`` row per entry of its ``media_urls`` out (gallery order kept). Video
 items with a ``videos`` row get one row from that row's file: probed with ffprobe when the
 collector stored it (duration, fps, size, audio), or carrying the collector's skipped/failed
-status and reason. Other items (links, text, videos nobody downloaded) get a single ``skipped``
-row so every item is accounted for. Permanent facts about a URL (404, not an image, too large, a decompression bomb,
-a blocked address) become ``failed`` rows with a reason; anything a later run may fix
+status and reason. Other video items get one row for the file fetched from their first
+``media_urls`` entry (``videos: false`` skips them as ``unsupported_kind``; ``max_duration_s``
+skips long ones as ``too_long``, unfetched when the duration is known up front). Other items
+(links, text) get a single ``skipped`` row so every item is accounted for. Permanent facts about
+a URL (404, not an image or video, too large, a decompression bomb, a blocked address, a broken
+DASH manifest) become ``failed`` rows with a reason; anything a later run may fix
 (timeouts, resets, 429/5xx once retries are spent) raises :class:`TransientError` for the whole
 record, so the runner logs it and ``--retry-failed`` redoes it.
 """
@@ -20,8 +25,8 @@ import hashlib
 import logging
 import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from PIL import Image
 from pydantic import Field, field_validator
@@ -35,6 +40,7 @@ from blift.collect.media.http_fetch import (
     FetchRejected,
     HostRateLimiter,
 )
+from blift.collect.media.http_fetch import hosted_on as _hosted_on
 from blift.collect.media.local import RUN_REF, parse_run_ref
 from blift.collect.media.store import (
     ImageRejected,
@@ -42,7 +48,9 @@ from blift.collect.media.store import (
     probe_image,
     require_image_head,
 )
+from blift.collect.media.video_fetch import VIDEO_ACCEPT, VideoDownloader
 from blift.collect.media.video_probe import VideoRejected, probe_video
+from blift.collect.youtube.client import youtube_video_id
 from blift.errors import InvalidRecord
 from blift.stage import RecordOutput, RecordStage, ShardInput, StageConfig
 from blift.storage import local_file
@@ -68,10 +76,10 @@ def media_row(uid: str, index: int, url: str, status: str, **facts: Any) -> dict
 
 
 class DownloadStage(RecordStage):
-    """Download and verify the images of image/gallery items."""
+    """Download and verify the images of image/gallery items and the videos no collector stored."""
 
     name: ClassVar[str] = "media.download"
-    version: ClassVar[int] = 2  # 2: video items with a collected file get a probed row
+    version: ClassVar[int] = 3  # 2: video items with a collected file get a probed row; 3: others are fetched
     inputs: ClassVar[dict[str, str]] = {"items": "items", "videos": "videos"}  # videos: optional
     outputs: ClassVar[dict[str, str]] = {"media": "media"}
     key_column: ClassVar[str] = "uid"
@@ -95,6 +103,16 @@ class DownloadStage(RecordStage):
         hosts: list[str] | None = Field(None, description="download only media hosted here (the paper kept "
                                         "Reddit's own images: [i.redd.it]); '.example.org' also matches its "
                                         "subdomains; others are skipped as other_host. null: any host")
+        videos: bool = Field(True, description="fetch the videos no collector stored (v.redd.it DASH muxed with "
+                                               "its audio, .gifv as .mp4, video URLs); false: skip as unsupported_kind")
+        max_video_bytes: int = Field(500 * 1024 * 1024, gt=0, description="size cap per video (bytes; a DASH "
+                                     "video's tracks together)")
+        video_timeout_s: float = Field(600.0, gt=0, description="total time per video file or DASH segment attempt, "
+                                       "and per ffmpeg mux; each socket read still times out after read_timeout_s")
+        max_duration_s: float | None = Field(None, gt=0, description="skip longer videos as too_long (the paper: "
+                                             "500); unfetched when the item or manifest states the duration")
+        video_max_height: int | None = Field(None, gt=0, description="pick the best DASH video representation at "
+                                             "most this tall (the smallest when none fits); null: the best")
 
         @field_validator("store")
         @classmethod
@@ -116,6 +134,7 @@ class DownloadStage(RecordStage):
         super().__init__(config, run_dir)
         self._fetcher: Fetcher | None = None
         self._store: MediaStore | None = None
+        self._videos: VideoDownloader | None = None
         self._setup_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -146,8 +165,16 @@ class DownloadStage(RecordStage):
             )
             guard = AddressGuard(cfg.allow_private_addresses, cfg.deny_networks)
             self._store = MediaStore(self.run_dir, cfg.store)
-            self._fetcher = Fetcher(policy, guard, HostRateLimiter(cfg.per_host_rps))
+            limiter = HostRateLimiter(cfg.per_host_rps)
+            self._fetcher = Fetcher(policy, guard, limiter)
             self._fetcher.session()  # the calling thread's session; worker threads make theirs
+            video_policy = replace(policy, max_bytes=cfg.max_video_bytes, total_timeout_s=cfg.video_timeout_s,
+                                   accept=VIDEO_ACCEPT)
+            self._videos = VideoDownloader(
+                Fetcher(video_policy, guard, limiter), self._store, self.run_dir, max_bytes=cfg.max_video_bytes,
+                max_duration_s=cfg.max_duration_s, max_height=cfg.video_max_height, hosts=cfg.hosts,
+                timeout_s=cfg.video_timeout_s,
+            )  # fmt: skip
             pil_limit = Image.MAX_IMAGE_PIXELS
             if pil_limit is not None and cfg.max_pixels > pil_limit:
                 log.warning("media.download: max_pixels=%d is above Pillow's MAX_IMAGE_PIXELS=%d; "
@@ -157,13 +184,18 @@ class DownloadStage(RecordStage):
         """Close the HTTP sessions (the runner may simply let the process end instead)."""
         if self._fetcher is not None:
             self._fetcher.close()
+        if self._videos is not None:
+            self._videos.fetcher.close()
 
     def describe(self) -> str:
         cfg = self.config
         guard = "private addresses ALLOWED" if cfg.allow_private_addresses else "public addresses only"
         rate = f"{cfg.per_host_rps:g} req/s per host" if cfg.per_host_rps > 0 else "no rate limit"
+        videos = (f"videos up to {cfg.max_video_bytes / 1e6:.0f} MB"
+                  + (f" and {cfg.max_duration_s:g}s" if cfg.max_duration_s else "")) if cfg.videos else "no videos"
         return (
             f"{self.name}: {cfg.threads} threads, cap {cfg.max_bytes / 1e6:.1f} MB and {cfg.max_pixels / 1e6:g} Mpx, "
+            f"{videos}, "
             f"timeouts {cfg.connect_timeout_s:g}s connect / {cfg.read_timeout_s:g}s read, {cfg.retries} retries, "
             f"{rate}, {guard}, store {cfg.store}/"
         )
@@ -207,8 +239,22 @@ class DownloadStage(RecordStage):
                 counts[f"{row['status']}_{row['reason']}"] += 1
             return RecordOutput(tables={"media": [row]}, counters=dict(counts))
 
-        if kind not in DOWNLOADABLE_KINDS or not urls:
-            reason = "unsupported_kind" if kind not in DOWNLOADABLE_KINDS else "no_media"
+        kinds = DOWNLOADABLE_KINDS | {"video"} if self.config.videos else DOWNLOADABLE_KINDS
+        if kind == "video" and kind in kinds and urls:  # no collector stored it: fetch it here
+            assert self._videos is not None
+            first = urls[0] if isinstance(urls[0], str) else ""
+            if youtube_video_id(first):  # a page, not a file: youtube.linked fetches it (yt-dlp)
+                row = media_row(uid, 0, first, "skipped", reason="youtube_link",
+                                error="a YouTube video: run youtube.linked before media.download to fetch it")
+            else:
+                row = media_row(uid, 0, **self._videos.download(first, payload, counts))
+            counts[f"media_{row['status']}"] += 1
+            if row["status"] != "ok":
+                counts[f"{row['status']}_{row['reason']}"] += 1
+            return RecordOutput(tables={"media": [row]}, counters=dict(counts))
+
+        if kind not in kinds or not urls:
+            reason = "unsupported_kind" if kind not in kinds else "no_media"
             counts["media_skipped"] += 1
             counts[f"skipped_{reason}"] += 1
             error = f"media_kind {kind!r} is not downloaded by {self.name}" if reason == "unsupported_kind" else None
@@ -295,12 +341,3 @@ class DownloadStage(RecordStage):
             has_audio=facts.has_audio,
         )  # fmt: skip
 
-
-def _hosted_on(url: str, hosts: list[str]) -> bool:
-    """Whether ``url``'s host is one of ``hosts`` (a leading dot: that domain or any subdomain)."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    for want in hosts:
-        want = want.lower().rstrip(".")
-        if host == want.lstrip(".") or (want.startswith(".") and host.endswith(want)):
-            return True
-    return False

@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -293,6 +294,13 @@ class FetchPolicy:
     max_redirects: int = 5
     user_agent: str = "blift"
     accept: str = "image/*,*/*;q=0.5"
+    # total time per attempt (response head + body); None: read_timeout_s. Large files (videos)
+    # need more than one socket read's worth, while each read still times out after read_timeout_s
+    total_timeout_s: float | None = None
+
+    @property
+    def deadline_s(self) -> float:
+        return self.total_timeout_s if self.total_timeout_s is not None else self.read_timeout_s
 
 
 @dataclass
@@ -304,6 +312,19 @@ class Fetched:
     status: int
     content_type: str | None
     body: bytes
+    attempts: int
+    redirects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FetchedFile:
+    """A successful GET streamed into a file: ``size`` bytes written at the file's position."""
+
+    url: str
+    final_url: str
+    status: int
+    content_type: str | None
+    size: int
     attempts: int
     redirects: list[str] = field(default_factory=list)
 
@@ -350,6 +371,28 @@ class Fetcher:
 
     def fetch(self, url: str, head_check: HeadCheck | None = None) -> Fetched:
         """GET ``url`` with retries. Raises FetchRejected (permanent) or TransientError."""
+        fetched = self._with_retries(url, lambda: self._attempt(url, head_check, None, None))
+        assert isinstance(fetched, Fetched)
+        return fetched
+
+    def fetch_into(self, url: str, out: BinaryIO, head_check: HeadCheck | None = None,
+                   max_bytes: int | None = None) -> FetchedFile:
+        """GET ``url`` with retries, streaming the body into ``out`` from its current position
+        (a retry truncates back to it), so a large file never sits in memory. ``max_bytes``
+        (default: the policy's) caps this body. Raises FetchRejected or TransientError; after a
+        failure ``out`` holds whatever was written, the caller discards it."""
+        start = out.tell()
+        fetched = self._with_retries(url, lambda: self._attempt(url, head_check, out, start, max_bytes))
+        assert isinstance(fetched, FetchedFile)
+        return fetched
+
+    def fetch_to_file(self, url: str, path: Path, head_check: HeadCheck | None = None,
+                      max_bytes: int | None = None) -> FetchedFile:
+        """:meth:`fetch_into` a new file at ``path`` (created or truncated)."""
+        with open(path, "wb") as out:
+            return self.fetch_into(url, out, head_check, max_bytes)
+
+    def _with_retries(self, url: str, attempt_once: Callable[[], Fetched | FetchedFile]) -> Fetched | FetchedFile:
         def wait(attempt: int, exc: BaseException) -> float:
             asked = exc.retry_after if isinstance(exc, _Retryable) else None
             if asked is not None:
@@ -360,7 +403,7 @@ class Fetcher:
             log.debug("retry %d/%d of %s in %.2fs: %s", attempt, self.policy.retries, url, delay, exc)
 
         try:
-            fetched, attempt = call_with_retries(lambda: self._attempt(url, head_check),
+            fetched, attempt = call_with_retries(attempt_once,
                                                  attempts=self.policy.retries + 1,
                                                  retry_on=lambda e: isinstance(e, _Retryable), wait=wait, on_retry=told)
         except RetriesExhausted as gave_up:
@@ -372,7 +415,8 @@ class Fetcher:
         return fetched
 
     # one attempt: follow redirects by hand so every hop passes the guard and the limiter
-    def _attempt(self, url: str, head_check: HeadCheck | None) -> Fetched:
+    def _attempt(self, url: str, head_check: HeadCheck | None, out: BinaryIO | None, start: int | None,
+                 max_bytes: int | None = None) -> Fetched | FetchedFile:
         deadline: float | None = None  # starts once the first request may go (not while queued)
         current = url
         hops: list[str] = []
@@ -384,7 +428,7 @@ class Fetcher:
                 raise FetchRejected("blocked_address", str(exc)) from exc
             self.limiter.wait(host)
             if deadline is None:
-                deadline = time.monotonic() + self.policy.read_timeout_s
+                deadline = time.monotonic() + self.policy.deadline_s
             resp = self._send(current, deadline)
             with resp:
                 status = resp.status_code
@@ -393,8 +437,14 @@ class Fetcher:
                     current = urljoin(current, resp.headers["Location"])
                     continue
                 if 200 <= status < 300:
-                    body = self._read_body(resp, current, deadline, head_check)
-                    return Fetched(url, current, status, resp.headers.get("Content-Type"), body, 1, hops)
+                    if out is None:
+                        body = self._read_body(resp, current, deadline, head_check, None, max_bytes)
+                        return Fetched(url, current, status, resp.headers.get("Content-Type"), body, 1, hops)
+                    out.seek(start or 0)
+                    out.truncate()
+                    self._read_body(resp, current, deadline, head_check, out, max_bytes)
+                    size = out.tell() - (start or 0)
+                    return FetchedFile(url, current, status, resp.headers.get("Content-Type"), size, 1, hops)
                 self._raise_for_status(resp, current)
         raise FetchRejected("too_many_redirects", f"{url}: more than {self.policy.max_redirects} redirects")
 
@@ -410,7 +460,7 @@ class Fetcher:
             raise _Retryable("timeout", f"timed out ({_short(exc)})") from exc
         except requests.ConnectionError as exc:
             if time.monotonic() >= deadline:  # our watchdog cut a response head that never ended
-                raise _Retryable("timeout", f"no complete response within the {self.policy.read_timeout_s:g}s "
+                raise _Retryable("timeout", f"no complete response within the {self.policy.deadline_s:g}s "
                                             f"deadline ({_short(exc)})") from exc
             raise _Retryable("connection", f"connection failed ({_short(exc)})") from exc
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
@@ -429,43 +479,62 @@ class Fetcher:
         reason = _PERMANENT_REASONS.get(status, f"http_{status}")
         raise FetchRejected(reason, f"{url}: HTTP {status} {resp.reason or ''}".strip())
 
-    def _read_body(self, resp: requests.Response, url: str, deadline: float, head_check: HeadCheck | None) -> bytes:
-        """Stream the body under the byte cap and the deadline; run ``head_check`` on its start."""
-        cap = self.policy.max_bytes
+    def _read_body(self, resp: requests.Response, url: str, deadline: float, head_check: HeadCheck | None,
+                   out: BinaryIO | None = None, max_bytes: int | None = None) -> bytes:
+        """Stream the body under the byte cap and the deadline; run ``head_check`` on its start.
+        With ``out`` the body is written there and ``b""`` returned, else it is returned."""
+        cap = self.policy.max_bytes if max_bytes is None else max_bytes
+        limit_s = self.policy.deadline_s
         length = resp.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > cap:
             raise FetchRejected("too_large", f"{url}: Content-Length {int(length)} exceeds the {cap}-byte cap")
         raw: urllib3.response.HTTPResponse = resp.raw
-        buf = bytearray()
+        buf = bytearray()  # the body, or (with ``out``) only its head for ``head_check``
+        total = 0
         checked = head_check is None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Retryable("timeout", f"download exceeded the {self.policy.read_timeout_s:g}s deadline "
-                                            f"after {len(buf)} bytes")
+                raise _Retryable("timeout", f"download exceeded the {limit_s:g}s deadline after {total} bytes")
             _set_read_timeout(raw, min(self.policy.read_timeout_s, remaining))
             try:
                 data = raw.read1(_CHUNK, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError as exc:
                 if time.monotonic() >= deadline - 0.02:  # the socket timeout was shrunk to the deadline
-                    raise _Retryable("timeout", f"download exceeded the {self.policy.read_timeout_s:g}s deadline "
-                                                f"after {len(buf)} bytes") from exc
-                raise _Retryable("timeout", f"read timed out after {len(buf)} bytes") from exc
+                    raise _Retryable("timeout", f"download exceeded the {limit_s:g}s deadline "
+                                                f"after {total} bytes") from exc
+                raise _Retryable("timeout", f"read timed out after {total} bytes") from exc
             except urllib3.exceptions.DecodeError as exc:
                 raise FetchRejected("bad_encoding", f"{url}: undecodable body ({exc})") from exc
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise _Retryable("connection", f"body read failed after {len(buf)} bytes ({_short(exc)})") from exc
+                raise _Retryable("connection", f"body read failed after {total} bytes ({_short(exc)})") from exc
             if not data:
                 break
-            buf += data
-            if len(buf) > cap:
+            total += len(data)
+            if total > cap:
                 raise FetchRejected("too_large", f"{url}: body exceeds the {cap}-byte cap (stopped reading)")
+            if out is None:
+                buf += data
+            elif not checked:
+                buf += data[: self.HEAD_BYTES - len(buf)]
             if not checked and len(buf) >= self.HEAD_BYTES:
                 head_check(bytes(buf[: self.HEAD_BYTES]))  # type: ignore[misc]
                 checked = True
+            if out is not None:
+                out.write(data)
         if not checked:
             head_check(bytes(buf))  # type: ignore[misc]
-        return bytes(buf)
+        return bytes(buf) if out is None else b""
+
+
+def hosted_on(url: str, hosts: list[str]) -> bool:
+    """Whether ``url``'s host is one of ``hosts`` (a leading dot: that domain or any subdomain)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    for want in hosts:
+        want = want.lower().rstrip(".")
+        if host == want.lstrip(".") or (want.startswith(".") and host.endswith(want)):
+            return True
+    return False
 
 
 def _check_url(url: str) -> tuple[str, int]:

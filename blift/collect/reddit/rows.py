@@ -100,6 +100,41 @@ def _oembed_youtube(data: dict[str, Any]) -> str | None:
     return None
 
 
+def reddit_video(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``reddit_video`` of a submission hosted on v.redd.it: ``dash_url`` (an MPD manifest,
+    separate video and audio), ``hls_url``, ``fallback_url`` (video only), ``duration`` (s),
+    ``width``, ``height``, ``has_audio``, ``is_gif``. Looked for in ``secure_media``, ``media``, then
+    in the crossposted parent's (a crosspost carries its parent's video). None when absent."""
+    parents = data.get("crosspost_parent_list")
+    for post in (data, *(parents[:1] if isinstance(parents, list) else ())):
+        if not isinstance(post, dict):
+            continue
+        for key in ("secure_media", "media"):
+            holder = post.get(key)
+            video = holder.get("reddit_video") if isinstance(holder, dict) else None
+            if isinstance(video, dict) and any(isinstance(video.get(k), str) and video[k]
+                                               for k in ("dash_url", "fallback_url")):
+                return video
+    return None
+
+
+def video_urls(data: dict[str, Any], url: str) -> list[str]:
+    """``media_urls`` of a video post, which ``media.download`` fetches: Reddit's DASH manifest
+    when the post has one (video and audio; ``media.download`` reads the fallback and the
+    duration from ``raw`` through :func:`reddit_video`), else its video-only fallback file, else
+    for a bare ``https://v.redd.it/<id>`` link that video's manifest at Reddit's fixed place,
+    else the link itself (a ``.gifv``/``.mp4`` file, or a page such as a YouTube watch URL)."""
+    video = reddit_video(data)
+    if video is not None:
+        dash = video.get("dash_url")
+        return [html.unescape(dash if isinstance(dash, str) and dash else str(video["fallback_url"]))]
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.hostname == "v.redd.it" and len(segments) == 1:
+        return [f"https://v.redd.it/{segments[0]}/DASHPlaylist.mpd"]
+    return [url] if url else []
+
+
 def classify_media(data: dict[str, Any]) -> tuple[str, list[str]]:
     """(media_kind, media_urls) of a submission: image, gallery, video, text, link or other.
 
@@ -127,8 +162,9 @@ def classify_media(data: dict[str, Any]) -> tuple[str, list[str]]:
             return "video", [embedded]
     parts = urlsplit(url)
     path = parts.path.lower()
-    if data.get("is_video") or data.get("post_hint") in ("hosted:video", "rich:video") or path.endswith(VIDEO_EXTS):
-        return "video", [url] if url else []
+    if (data.get("is_video") or data.get("post_hint") in ("hosted:video", "rich:video") or path.endswith(VIDEO_EXTS)
+            or parts.hostname == "v.redd.it" or reddit_video(data) is not None):  # a crosspost: its parent's video
+        return "video", video_urls(data, url)
     if data.get("is_self"):
         return "text", []
     if data.get("post_hint") == "image" or path.endswith(IMAGE_EXTS) or (

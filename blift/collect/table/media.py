@@ -1,7 +1,7 @@
 """The media a table row names, made into ``media_kind`` / ``media_urls`` (and a ``videos`` row
 for a local video file).
 
-* An ``http(s)`` URL stays a URL: ``media.download`` fetches images later and checks their bytes.
+* An ``http(s)`` URL stays a URL: ``media.download`` fetches it later and checks its bytes.
   With ``media_kind: auto`` its extension says image or video; an extension it does not know
   (``https://cdn.example/123?w=600`` is common) counts as an image, and ``media.download`` fails
   it as ``not_an_image`` if it is not one.
@@ -14,9 +14,9 @@ for a local video file).
   a video gets a ``videos`` row (``file_status: ok``, path, hash, size), which ``media.download``
   probes with ffprobe as it does a collected YouTube video.
 
-Limits today: a remote *video* URL becomes a video item with no ``videos`` row (nothing
-downloads it, so ``media.download`` records it as skipped); a video item holds exactly one file
-(a row naming a video and anything else is an error).
+A remote *video* URL becomes a video item with no ``videos`` row, which ``media.download``
+downloads itself (:mod:`blift.collect.media.video_fetch`). Limit today: a video item holds
+exactly one file (a row naming a video and anything else is an error).
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ What a row becomes (:mod:`~blift.collect.table.mapping`, :mod:`~blift.collect.ta
   per named value, and for a local video file a ``videos`` row. Local images and videos are
   copied into the run's media store (``media_files/``) and named as ``run:`` references, so
   ``media.download`` checks them with no network; URLs stay URLs for ``media.download`` to fetch.
-  Current limit: a remote *video* URL gives a video item without a ``videos`` row (nothing
-  downloads it yet; ``media.download`` records it as skipped).
+  A remote *video* URL gives a video item without a ``videos`` row: ``media.download`` fetches
+  it like any video it finds no collected file for (a file, or a DASH manifest whose tracks it
+  muxes; :mod:`blift.collect.media.video_fetch`), under the same address guard, ``hosts``, size
+  and ``max_duration_s`` rules.
 
 Bad input never stops the stream
   * a bad row (no id, a value that is not a number or a time, a ratio outside 0..1, a media
