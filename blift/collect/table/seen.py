@@ -34,8 +34,14 @@ class SeenIds:
     def add(self, h: int) -> None:
         self._recent.add(h)
         if len(self._recent) >= self._merge_at:
-            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-            self._sorted = np.union1d(self._sorted, recent)
+            recent = np.sort(np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent)))
+            # two sorted runs: a stable sort (timsort) merges them in linear time; np.union1d goes
+            # through np.unique, whose hash-table path in numpy 2.x was 170x slower here and held a
+            # large transient table (benchmarks/RESULTS.md, the BLIFT import at 10x)
+            merged = np.sort(np.concatenate((self._sorted, recent)), kind="stable")
+            if merged.size > 1:
+                merged = merged[np.concatenate(([True], merged[1:] != merged[:-1]))]
+            self._sorted = merged
             self._recent = set()
 
     def __len__(self) -> int:
