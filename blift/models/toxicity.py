@@ -2,8 +2,9 @@
 
 Two backends:
 
-* ``profanity-check`` (default): ``alt-profanity-check``, a TF-IDF + calibrated linear SVM whose
-  weights ship inside the wheel. Offline, ~200k short texts/s, English only, and it scores
+* ``profanity-check`` (the default backend; the ``clean`` stage scores toxicity only when its
+  ``toxicity_threshold`` is set, and it is not by default): ``alt-profanity-check``, a TF-IDF +
+  calibrated linear SVM whose weights ship inside the wheel. Offline, ~200k short texts/s, English only, and it scores
   profanity rather than every kind of toxicity; good enough to drop the worst comments.
 * ``detoxify``: the transformer classifiers the BLIFT work used, only when a checkpoint file is
   configured. detoxify 0.5.4 always calls ``<Config>.from_pretrained(arch.args.model_type)``,

@@ -409,8 +409,10 @@ def _bytes(n: float) -> str:
 def _filter_context(stats: dict[str, Any] | None) -> dict[str, Any]:
     if stats is None:
         return {"present": False}
-    stages, dropped, errors, langs = [], [], [], []
+    stages, dropped, errors, langs, settings = [], [], [], [], []
     for name, st in stats.get("stages", {}).items():
+        settings += [{"stage": name, "setting": str(k), "value": _setting(v)}
+                     for k, v in (st.get("settings") or {}).items()]
         drops = {str(k): int(v) for k, v in (st.get("dropped") or {}).items()}
         errs = {str(k): int(v) for k, v in (st.get("errors") or {}).items()}
         out = st.get("out") or {}
@@ -431,7 +433,18 @@ def _filter_context(stats: dict[str, Any] | None) -> dict[str, Any]:
                 f"{c} {n:,}" for c, n in sorted(lang.items(), key=lambda kv: (-kv[1], kv[0])))})
     return {"present": True, "pipeline": stats.get("pipeline"), "blift_version": stats.get("blift_version"),
             "written_at": stats.get("written_at"), "failed_shards": stats.get("failed_shards"),
-            "stages": stages, "dropped": dropped, "errors": errors, "languages": langs}
+            "stages": stages, "dropped": dropped, "errors": errors, "languages": langs, "settings": settings}
+
+
+def _setting(value: Any) -> str:
+    """A stage setting as the card shows it: lists joined, booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_setting(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_setting(v)}" for k, v in value.items()) or "-"
+    return "-" if value is None else str(value)
 
 
 def _takedowns(manifest: ReleaseManifest) -> list[dict[str, Any]]:

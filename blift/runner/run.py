@@ -178,6 +178,9 @@ def run_stage(entry: StageEntry, run_dir: RunPath, base: Path, variables: dict[s
         LocalExecutor(workers, max_attempts=opts.max_attempts).run(spec, plan.todo, done, failed)
     stats = stage_stats(run_dir, stage_cls.name, shards)
     stats["shards_failed"] = len(failures)
+    settings = stage_cls.settings(config)
+    if settings:  # what decided the drops, for the card
+        stats["settings"] = settings
     reporter.stage_end(stage_cls.name, stats)
     return plan, stats, failures
 

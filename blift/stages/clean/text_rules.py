@@ -2,7 +2,9 @@
 
 Each rule yields a named reason or nothing per comment; the first rule that fires names the
 drop. They run before any model so the models only see comments worth scoring. Order:
-``empty``, ``deleted``, ``removed``, ``bot``, ``link_only``, ``too_long``, ``too_short``.
+``empty``, ``deleted``, ``removed``, ``bot``, ``link_only``, ``too_long`` (over ``max_chars``
+characters or ``max_words`` words), ``too_short`` (under ``min_words`` words or ``min_chars``
+characters). Words are runs of non-whitespace.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RuleConfig:
     """Thresholds and switches of the text rules."""
 
     min_words: int = 3
+    max_words: int | None = None  # None: no limit
     min_chars: int = 1
     max_chars: int = 2000
     drop_deleted: bool = True
@@ -77,9 +80,11 @@ def apply_rules(
 
     stripped = pc.utf8_trim_whitespace(text)
     chars = np.asarray(pc.fill_null(pc.utf8_length(stripped), 0).to_numpy(zero_copy_only=False))
-    # Words up to min_words (+1) only: a bounded split is ~10x cheaper than counting them all.
+    # Words up to min_words (+1), or max_words (+1), only: a bounded split is ~10x cheaper than
+    # counting them all.
+    bound = max(cfg.min_words, cfg.max_words or 0, 1)
     words = np.asarray(pc.fill_null(pc.list_value_length(
-        pc.utf8_split_whitespace(stripped, max_splits=max(cfg.min_words, 1))), 0).to_numpy(zero_copy_only=False))
+        pc.utf8_split_whitespace(stripped, max_splits=bound)), 0).to_numpy(zero_copy_only=False))
     masks: dict[str, np.ndarray] = {}
     masks["empty"] = _np(pc.is_null(text)) | (chars == 0)
     if cfg.drop_deleted:
@@ -97,7 +102,8 @@ def apply_rules(
         has_link = _np(pc.match_substring_regex(text, _URL)) | _np(pc.match_substring_regex(text, _MD_LINK))
         rest = pc.replace_substring_regex(pc.replace_substring_regex(text, _MD_LINK, " "), _URL, " ")
         masks["link_only"] = has_link & ~_np(pc.match_substring_regex(rest, _WORDLIKE))
-    masks["too_long"] = chars > cfg.max_chars
+    too_many = words > cfg.max_words if cfg.max_words is not None else np.zeros(n, dtype=bool)
+    masks["too_long"] = (chars > cfg.max_chars) | too_many
     masks["too_short"] = (words < cfg.min_words) | (chars < cfg.min_chars)
 
     reason = np.full(n, None, dtype=object)
@@ -118,5 +124,5 @@ def apply_rules(
         elif r == "too_short":
             details[i] = f"{int(words[i])} words, {int(chars[i])} chars"  # exact: below min_words
         elif r == "too_long":
-            details[i] = f"{int(chars[i])} chars"
+            details[i] = f"{int(chars[i])} chars" if chars[i] > cfg.max_chars else f"over {cfg.max_words} words"
     return RuleResult(reasons=reason.tolist(), details=details)
