@@ -9,10 +9,12 @@ Measured side by side, interleaved, best of ``--repeat`` runs each:
 
 * ``ffmpeg decode``: the baseline above (FFmpeg's own threads, its scaler, nothing else);
 * ``blift scenes (detect)``: what the stage runs, PySceneDetect's SceneManager + ContentDetector
-  over blift's PyAV DetectionStream (YUV planes shrunk before colour conversion);
+  over blift's PyAV DetectionStream (the frames and timecodes PySceneDetect's OpenCV backend gives:
+  full-size BGR through swscale, the SceneManager's own downscale; exact timestamps kept);
 * ``blift scenes (stage)``: the whole record: detection plus keyframe JPEGs (seeking decode);
 * ``scenedetect opencv`` / ``scenedetect pyav``: PySceneDetect's stock backends with its own
-  auto-downscale, for reference.
+  auto-downscale, for reference (``opencv`` is what ``scenedetect.detect()`` uses: blift's cuts
+  must equal its cuts, and the summary says whether they do).
 
 The default video is synthetic (ffmpeg lavfi shots, H.264, cuts every 2 s): 1280x720 at 30 fps for
 40 s, or 640x360 for 10 s with ``--quick``. ``--quick`` prints ``name: value`` lines last.
@@ -98,7 +100,7 @@ def main() -> None:
         frames, (w, h) = count_frames(video)
         dw, dh = detection_size(w, h, "auto")
         config = ScenesConfig()
-        cuts: dict[str, int] = {}
+        cuts: dict[str, list[float]] = {}  # cut times (s) found by each method
 
         def ffmpeg_decode() -> None:
             subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-vf", f"scale={dw}:{dh}", "-f", "null", "-"],
@@ -107,7 +109,7 @@ def main() -> None:
         def blift_detect() -> None:
             spans, index, _ = detect_scenes(video, config)
             assert len(index) == frames, (len(index), frames)
-            cuts["blift"] = len(spans)
+            cuts["blift"] = [round(index.time_of(start), 6) for start, _ in spans[1:]]
 
         run_dir = work / "run"
         (run_dir / "media_files").mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,8 @@ def main() -> None:
                 manager = sd.SceneManager()
                 manager.add_detector(sd.ContentDetector(min_scene_len=config.min_scene_len_s))
                 manager.detect_scenes(stream)
-                cuts[backend] = len(manager.get_scene_list(start_in_scene=True))
+                scenes = manager.get_scene_list(start_in_scene=True)
+                cuts[backend] = [round(start.seconds, 6) for start, _ in scenes[1:]]
             return go
 
         methods: list[tuple[str, Callable[[], None]]] = [
@@ -143,7 +146,10 @@ def main() -> None:
 
         base_wall, base_cpu = results["ffmpeg decode (baseline)"]
         print(f"\nvideo: {video.name}  {w}x{h}, {frames} frames; detector sees {dw}x{dh}; {os.cpu_count()} cores; "
-              f"best of {args.repeat} interleaved rounds; load average {os.getloadavg()[0]:.1f}; scenes found: {cuts}")
+              f"best of {args.repeat} interleaved rounds; load average {os.getloadavg()[0]:.1f}; cuts found: "
+              f"{ {name: len(times) for name, times in cuts.items()} }"
+              + (f"; blift's cuts equal scenedetect.detect()'s (OpenCV backend): {cuts['blift'] == cuts['opencv']}"
+                 if "opencv" in cuts else ""))
         print(f"| {'method':36} | {'seconds':>8} | {'frames/s':>9} | {'vs decode':>9} | "
               f"{'CPU s':>7} | {'CPU vs decode':>13} |")
         print(f"|{'-' * 38}|{'-' * 9}:|{'-' * 10}:|{'-' * 10}:|{'-' * 8}:|{'-' * 14}:|")

@@ -4,7 +4,9 @@ Shared by every test that needs a video. The API is deliberately small:
 
 * :class:`Segment` - one shot: an ffmpeg lavfi source (``"testsrc"``, ``"smptebars"``,
   ``"mandelbrot"``, ``"color=c=red"``, ...) shown for ``frames`` frames, optionally at its own
-  frame rate (``fps``), which makes the file variable-frame-rate.
+  frame rate (``fps``), which makes the file variable-frame-rate, and optionally through video
+  filters (``vf``: ``"fade=t=out:st=1:d=0.5"``, ``"hue=h=90*t"``; their times count from the
+  shot's start).
 * :func:`make_video` - concatenate segments into an H.264 MP4 and return a :class:`Video`
   that knows the exact cut frames, every frame's timestamp and the duration.
 * :func:`speech_wav` - varied English sentences spoken by ``espeak-ng`` into a WAV file
@@ -37,10 +39,12 @@ class Segment:
     source: str  # lavfi source, with or without options: "testsrc", "color=c=red"
     frames: int
     fps: float | None = None  # None: the video's fps; a different value makes the file VFR
+    vf: str = ""  # ffmpeg video filters applied to this shot (fade, hue, ...), "" for none
 
     def lavfi(self, size: tuple[int, int], fps: float) -> str:
         sep = ":" if "=" in self.source else "="
-        return f"{self.source}{sep}s={size[0]}x{size[1]}:r={_rate(self.fps or fps)}"
+        src = f"{self.source}{sep}s={size[0]}x{size[1]}:r={_rate(self.fps or fps)}"
+        return f"{src},{self.vf}" if self.vf else src
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@ shot, and optionally the sampled-frame array LLaMA-VID reads.
 
 Per video (media rows with status ok and a ``video/*`` MIME type):
 
-1. Detection: PySceneDetect's ``SceneManager`` with a ``ContentDetector`` (default) or an
-   ``AdaptiveDetector`` runs over :class:`~blift.stages.scenes.detection.DetectionStream`, which
-   decodes with PyAV and records each frame's timestamp. Cut frame numbers (``.frame_num``) are
-   exact decode-order indices; seconds come from the decoder's timestamps, so variable-frame-rate
-   videos get true times. No frame is skipped: cuts must be exact.
+1. Detection: PySceneDetect's ``SceneManager`` with one of its detectors (``content``, the
+   default, ``adaptive``, ``threshold``, ``histogram``, ``hash``) runs over
+   :class:`~blift.stages.scenes.detection.DetectionStream`, which decodes with PyAV and hands the
+   detector the same frames and timecodes as ``scenedetect.detect()`` (its OpenCV backend and
+   auto-downscale): the cuts are PySceneDetect's own. Scenes are numbered in decode-order frames;
+   seconds come from the decoder's timestamps, so variable-frame-rate videos get true times. No
+   frame is skipped: cuts must be exact.
 2. Keyframes: the middle frame of each scene is decoded again (seeking) and stored as a JPEG under
    ``keyframes/``, named by the video's sha256, the scene number and a short hash of everything
    that decides the picture (frame, size, quality), written atomically.
@@ -30,7 +32,15 @@ from typing import Any, ClassVar, Literal
 import av
 import numpy as np
 from pydantic import Field, field_validator
-from scenedetect import AdaptiveDetector, ContentDetector, SceneDetector, SceneManager
+from scenedetect import (
+    AdaptiveDetector,
+    ContentDetector,
+    HashDetector,
+    HistogramDetector,
+    SceneDetector,
+    SceneManager,
+    ThresholdDetector,
+)
 
 from blift.errors import PermanentError
 from blift.ids import file_sha256
@@ -51,7 +61,8 @@ log = logging.getLogger(__name__)
 
 KEYFRAMES_DIR = "keyframes"
 FRAMES_DIR = "frames"
-DEFAULT_THRESHOLDS = {"content": 27.0, "adaptive": 3.0}
+#: PySceneDetect's own default threshold of each detector.
+DEFAULT_THRESHOLDS = {"content": 27.0, "adaptive": 3.0, "threshold": 12.0, "histogram": 0.2, "hash": 0.35}
 #: Bumped when the bytes written for the same frame and settings change (encoder, resizing).
 _FILE_FORMAT = 1
 
@@ -59,12 +70,15 @@ _FILE_FORMAT = 1
 class ScenesConfig(StageConfig):
     """Settings of the scenes stage (keys of the pipeline YAML)."""
 
-    detector: Literal["content", "adaptive"] = Field("content", description="PySceneDetect detector")
-    threshold: float | None = Field(None, gt=0,
-                                    description="detector threshold; default 27.0 (content) or 3.0 (adaptive)")
+    detector: Literal["content", "adaptive", "threshold", "histogram", "hash"] = Field(
+        "content", description="PySceneDetect detector: content (HSV change), adaptive (content change against "
+        "its neighbours), threshold (fades to black), histogram (luma histogram), hash (perceptual hash)")
+    threshold: float | None = Field(None, gt=0, description="detector threshold; default PySceneDetect's: 27.0 "
+                                    "(content), 3.0 (adaptive), 12 (threshold), 0.2 (histogram), 0.35 (hash)")
     min_scene_len_s: float = Field(0.6, ge=0, description="shortest scene; closer cuts are merged")
     downscale: Literal["auto"] | int = Field("auto",
-                                             description="detection frame shrink factor; auto gives ~256 px wide")
+                                             description="detection frame shrink factor; auto (PySceneDetect's) "
+                                             "brings the longest side to ~256 px")
     keyframe_max_side: int = Field(672, ge=16, le=8192, description="longest side of stored keyframe JPEGs")
     keyframe_quality: int = Field(90, ge=1, le=95, description="JPEG quality of keyframes")
     frames: Literal["none", "fps", "scenes"] = Field("none", description="also store sampled frames as .npy")
@@ -89,10 +103,18 @@ class ScenesConfig(StageConfig):
 
 
 def make_detector(config: ScenesConfig) -> SceneDetector:
-    """A fresh detector (they keep per-video state) built from the config."""
+    """A fresh detector (they keep per-video state) built from the config: PySceneDetect's
+    defaults but for the threshold and the minimum scene length (in seconds)."""
+    threshold, min_len = config.effective_threshold, config.min_scene_len_s
     if config.detector == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=config.effective_threshold, min_scene_len=config.min_scene_len_s)
-    return ContentDetector(threshold=config.effective_threshold, min_scene_len=config.min_scene_len_s)
+        return AdaptiveDetector(adaptive_threshold=threshold, min_scene_len=min_len)
+    if config.detector == "threshold":
+        return ThresholdDetector(threshold=threshold, min_scene_len=min_len)
+    if config.detector == "histogram":
+        return HistogramDetector(threshold=threshold, min_scene_len=min_len)
+    if config.detector == "hash":
+        return HashDetector(threshold=threshold, min_scene_len=min_len)
+    return ContentDetector(threshold=threshold, min_scene_len=min_len)
 
 
 def detect_scenes(path: Path, config: ScenesConfig) -> tuple[list[tuple[int, int]], FrameIndex, tuple[int, int]]:
@@ -101,7 +123,7 @@ def detect_scenes(path: Path, config: ScenesConfig) -> tuple[list[tuple[int, int
     stream = DetectionStream(path, config.downscale)
     try:
         manager = SceneManager()
-        manager.auto_downscale = False  # the stream already hands out detection-sized frames
+        manager.auto_downscale = False  # the stream shrinks frames itself, by the manager's rule
         manager.downscale = 1
         manager.add_detector(make_detector(config))
         manager.detect_scenes(video=stream)
@@ -112,8 +134,8 @@ def detect_scenes(path: Path, config: ScenesConfig) -> tuple[list[tuple[int, int
     total = len(index)
     if total == 0:
         raise VideoReadError("no video frame could be decoded")
-    # Cuts are decode-order frame numbers (DetectionStream's positions), so .frame_num is exact.
-    cuts = sorted({start.frame_num for start, _ in scene_list if 0 < start.frame_num < total})
+    # A cut is a timecode (PySceneDetect's frame_num is time x nominal fps): back to decode order.
+    cuts = sorted({n for n in (stream.frame_of(start) for start, _ in scene_list[1:]) if 0 < n < total})
     bounds = [0, *cuts, total]
     return list(zip(bounds[:-1], bounds[1:])), index, stream.full_size
 
@@ -131,7 +153,7 @@ class ScenesStage(RecordStage):
     """Scene detection, keyframes and optional frame arrays for every downloaded video."""
 
     name: ClassVar[str] = "scenes"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: cuts equal scenedetect.detect() (its frames and timecodes)
     inputs: ClassVar[dict[str, str]] = {"media": "media"}
     outputs: ClassVar[dict[str, str]] = {"scenes": "scenes", "frames": "frames"}
     Config: ClassVar[type[StageConfig]] = ScenesConfig
