@@ -237,12 +237,9 @@ class VideoRecords:
         else:
             vals, targets = self._behavior(item, top, replay_means, scenes, templates)
 
-        fitted = self._fit(templates, text, context, vals)
-        for step in fitted.steps:
-            counters[f"budget_{step}"] += 1
+        fitted = self._fit(templates, text, context, vals, counters)
         if not fitted.fits:
-            return [], "over_budget", (f"verbalization still {fitted.tokens} tokens > max_tokens {self.max_tokens} "
-                                       f"after every truncation step ({self.counter.name})")
+            return [], "over_budget", self._over_budget(fitted)
         context[DESCRIPTION] = fitted.text
 
         frames = sorted((f for f in rows.frames if f.get("media_index") == index),
@@ -254,17 +251,7 @@ class VideoRecords:
             "media": [frames[0]["path"] if frames else media["path"]],
             "split": split_of(uid, *self.splits), "collected_at": item["collected_at"],
         }
-        named = [v.target() for v in values]
-        records = []
-        for task in self.tasks:
-            template = templates[task]
-            behavior = task == "behavior"
-            rendered = {**context, **vals} if behavior else dict(context)
-            records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
-                            "template_version": template.version, "conversations": template.render(rendered),
-                            "targets": targets if behavior else None, "behavior": named if behavior else None,
-                            **base})
-        return records, None, None
+        return self._records(templates, base, context, vals, targets, values), None, None
 
     def _from_annotations(self, item: dict[str, Any], rows: VideoRows, top_comments: TopComments,
                           counters: dict[str, int]) -> tuple[list[dict[str, Any]], str | None, str | None]:
@@ -296,31 +283,38 @@ class VideoRecords:
         vals, targets = self._generic_behavior(item, values, top, None, [], self.annotations)
         vals.pop("scene_replay", None)
         vals.pop("most_replayed", None)
-        fitted = self._fit(self.annotations, text, context, vals)
-        for step in fitted.steps:
-            counters[f"budget_{step}"] += 1
+        fitted = self._fit(self.annotations, text, context, vals, counters)
         if not fitted.fits:
-            return [], "over_budget", (f"verbalization still {fitted.tokens} tokens > max_tokens {self.max_tokens} "
-                                       f"after every truncation step ({self.counter.name})")
+            return [], "over_budget", self._over_budget(fitted)
         context[DESCRIPTION] = fitted.text
         counters["video_annotation_records"] += 1
         if item.get("heatmap") or video.get("heatmap"):
             counters["video_annotation_replay_not_on_scenes"] += 1
         base = {"uid": uid, "platform": item["platform"], "media_kind": "video", "media": [],
                 "split": split_of(uid, *self.splits), "collected_at": item["collected_at"]}
+        return self._records(self.annotations, base, context, vals, targets, values), None, None
+
+    # ------------------------------------------------------------------ parts
+
+    def _records(self, templates: dict[str, Template], base: dict[str, Any], context: dict[str, Any],
+                 vals: dict[str, Any], targets: dict[str, Any], values: list[NamedValue]) -> list[dict[str, Any]]:
+        """The records of one video, one per task: behavior with its values and targets, content
+        with the context alone."""
         named = [v.target() for v in values]
         records = []
         for task in self.tasks:
-            template = self.annotations[task]
+            template = templates[task]
             behavior = task == "behavior"
             rendered = {**context, **vals} if behavior else dict(context)
-            records.append({"id": f"{uid}:{task}", "task": task, "template": template.name,
+            records.append({"id": f"{base['uid']}:{task}", "task": task, "template": template.name,
                             "template_version": template.version, "conversations": template.render(rendered),
                             "targets": targets if behavior else None, "behavior": named if behavior else None,
                             **base})
-        return records, None, None
+        return records
 
-    # ------------------------------------------------------------------ parts
+    def _over_budget(self, fitted: Fitted) -> str:
+        return (f"verbalization still {fitted.tokens} tokens > max_tokens {self.max_tokens} "
+                f"after every truncation step ({self.counter.name})")
 
     def _replay_values(self, means: list[float | None] | None, scenes: list[dict[str, Any]]
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -426,9 +420,10 @@ class VideoRecords:
         }
         return values, targets
 
-    def _fit(self, templates: dict[str, Template], text: Any, context: dict[str, Any], values: dict[str, Any]
-             ) -> Fitted:
-        """Shorten the verbalization until every turn that holds it fits ``max_tokens``."""
+    def _fit(self, templates: dict[str, Template], text: Any, context: dict[str, Any], values: dict[str, Any],
+             counters: dict[str, int]) -> Fitted:
+        """Shorten the verbalization until every turn that holds it fits ``max_tokens`` (each
+        shortening step counted)."""
 
         def measure(description: str) -> int:
             worst = 0
@@ -439,7 +434,10 @@ class VideoRecords:
                 worst = max(worst, *(self.counter.count(turns[i]["value"]) for i in self._measured[template.name]))
             return worst
 
-        return fit(text, measure, self.max_tokens)
+        fitted = fit(text, measure, self.max_tokens)
+        for step in fitted.steps:
+            counters[f"budget_{step}"] += 1
+        return fitted
 
 
 def _annotated(rows: VideoRows) -> bool:

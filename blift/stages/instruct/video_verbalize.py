@@ -185,22 +185,26 @@ def build_video_text(*, scenes: Sequence[Mapping[str, Any]], media: Mapping[str,
     status = (transcript or {}).get("status")
     speech = align_speech((transcript or {}).get("segments") if status == "ok" else None, spans)
 
-    parts = []
-    for row, (start, end), words in zip(scenes, spans, speech):
-        number = int(row["scene"])
-        cap, attrs = caption_by.get(number) or {}, attrs_by.get(number) or {}
-        keywords = list(dict.fromkeys(k for k in (tidy(k) for k in cap.get("keywords") or []) if k))
-        parts.append(SceneText(
-            number=number, start_s=start, end_s=end, speech=words,
-            caption=shorten(tidy(cap.get("caption")), MAX_SCENE_CAPTION_CHARS) or None,
-            keywords=keywords[:MAX_KEYWORDS],
-            foreground=list(attrs.get("foreground_colors") or []),
-            background=list(attrs.get("background_colors") or []),
-            tone=tidy(attrs.get("tone")).lower() or None,
-            complexity=tidy(attrs.get("complexity")).lower() or None,
-            ocr=shorten(tidy(attrs.get("ocr_text")), MAX_OCR_CHARS) or None,
-        ))
+    parts = [_scene_text(int(row["scene"]), start, end, words, caption_by, attrs_by)
+             for row, (start, end), words in zip(scenes, spans, speech)]
     return VideoText(header=_header(media, duration, len(parts), status), scenes=parts)
+
+
+def _scene_text(number: int, start: float | None, end: float | None, words: list[str],
+                caption_by: Mapping[Any, Mapping[str, Any]], attrs_by: Mapping[Any, Mapping[str, Any]]) -> SceneText:
+    """One scene's parts from its ``captions`` and ``attributes`` rows (none: those parts empty)."""
+    cap, attrs = caption_by.get(number) or {}, attrs_by.get(number) or {}
+    keywords = list(dict.fromkeys(k for k in (tidy(k) for k in cap.get("keywords") or []) if k))
+    return SceneText(
+        number=number, start_s=start, end_s=end, speech=words,
+        caption=shorten(tidy(cap.get("caption")), MAX_SCENE_CAPTION_CHARS) or None,
+        keywords=keywords[:MAX_KEYWORDS],
+        foreground=list(attrs.get("foreground_colors") or []),
+        background=list(attrs.get("background_colors") or []),
+        tone=tidy(attrs.get("tone")).lower() or None,
+        complexity=tidy(attrs.get("complexity")).lower() or None,
+        ocr=shorten(tidy(attrs.get("ocr_text")), MAX_OCR_CHARS) or None,
+    )
 
 
 #: Words of a transcript said in the header of a video known by its annotations (its speech
@@ -218,20 +222,7 @@ def build_annotation_text(*, scene_numbers: Sequence[int], duration_s: float | N
     put in scenes, is said once after the header (up to ``MAX_HEADER_SPEECH_WORDS`` words)."""
     caption_by = {c["scene"]: c for c in captions if c.get("scene") is not None}
     attrs_by = {a["scene"]: a for a in attributes if a.get("scene") is not None}
-    parts = []
-    for number in scene_numbers:
-        cap, attrs = caption_by.get(number) or {}, attrs_by.get(number) or {}
-        keywords = list(dict.fromkeys(k for k in (tidy(k) for k in cap.get("keywords") or []) if k))
-        parts.append(SceneText(
-            number=int(number), start_s=None, end_s=None,
-            caption=shorten(tidy(cap.get("caption")), MAX_SCENE_CAPTION_CHARS) or None,
-            keywords=keywords[:MAX_KEYWORDS],
-            foreground=list(attrs.get("foreground_colors") or []),
-            background=list(attrs.get("background_colors") or []),
-            tone=tidy(attrs.get("tone")).lower() or None,
-            complexity=tidy(attrs.get("complexity")).lower() or None,
-            ocr=shorten(tidy(attrs.get("ocr_text")), MAX_OCR_CHARS) or None,
-        ))
+    parts = [_scene_text(int(number), None, None, [], caption_by, attrs_by) for number in scene_numbers]
     status = (transcript or {}).get("status")
     header = _header({}, duration_s or 0.0, len(parts), status)
     if status == "ok":
